@@ -1,0 +1,48 @@
+"""Closeout: from 'crew finished the job' to 'customer paid, partner paid, books right'."""
+from flask import Flask
+
+from portal import cli, errors
+from portal.config import load_config
+from portal.extensions import csrf, db, htmx, login_manager, migrate
+
+
+def create_app(config=None):
+    """Build the app: extensions, blueprints, error handlers and CLI commands; nothing else."""
+    app = Flask(__name__, instance_relative_config=False)
+    app.config.from_object(config if config is not None else load_config())
+
+    import portal.models  # noqa: F401  (mappers and migrations need every model)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/../migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in."
+    csrf.init_app(app)
+    htmx.init_app(app)
+
+    from portal.auth import services as _auth_services  # noqa: F401  (registers the user loader)
+    from portal.api.views import bp as api_bp
+    from portal.auth.views import bp as auth_bp
+    from portal.crew.views import bp as crew_bp
+    from portal.office.views import bp as office_bp
+    from portal.photos.views import bp as photos_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(crew_bp, url_prefix="/crew")
+    app.register_blueprint(office_bp, url_prefix="/office")
+    app.register_blueprint(photos_bp, url_prefix="/photos")
+    app.register_blueprint(api_bp, url_prefix="/api/v1")
+    csrf.exempt(api_bp)  # bearer tokens, not cookies: CSRF cannot ride on them
+
+    errors.init_app(app)
+    cli.init_app(app)
+    register_template_helpers(app)
+    return app
+
+
+def register_template_helpers(app):
+    from portal.money import format_money
+
+    app.jinja_env.filters["money"] = format_money
+    app.jinja_env.autoescape = True

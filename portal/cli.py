@@ -1,0 +1,45 @@
+"""Flask CLI commands: accounts, API tokens and demo data."""
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from portal.errors import ServiceError
+from portal.extensions import db
+
+users_cli = AppGroup("users", help="Manage accounts.")
+tokens_cli = AppGroup("api-tokens", help="Manage JSON API tokens.")
+
+
+@users_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(["crew", "office", "owner", "partner"]))
+@click.option("--name", default=None)
+@click.password_option()
+def create_user_command(email, role, name, password):
+    """Create an account."""
+    from portal.auth.services import create_user
+
+    try:
+        user = create_user(email=email, name=name, role=role, password=password)
+    except ServiceError as error:
+        raise click.ClickException(error.message) from None
+    db.session.commit()
+    click.echo(f"Created {user.role.value} {user.email} (id {user.id}).")
+
+
+@tokens_cli.command("create")
+@click.argument("name")
+def create_token_command(name):
+    """Create an API token and print it once; only its hash is kept."""
+    from portal.auth.models import ApiToken
+
+    token, raw = ApiToken.issue(name)
+    db.session.add(token)
+    db.session.commit()
+    click.echo(f"Token for {name!r} (store it now, it is not shown again):")
+    click.echo(raw)
+
+
+def init_app(app: Flask):
+    app.cli.add_command(users_cli)
+    app.cli.add_command(tokens_cli)
