@@ -1,0 +1,80 @@
+"""`make demo`: the whole loop on the embedded default (SQLite, in-process tasks, the Stripe sandbox).
+
+Migrates, seeds, starts the Stripe sandbox beside the portal, serves the portal and
+prints where to click and who to sign in as.
+"""
+import argparse
+import atexit
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from portal.config import INSTANCE_DIR
+
+SANDBOX_KEY = "sk_test_closeout_demo"
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--sandbox-port", type=int, default=12111)
+    parser.add_argument("--host", default="127.0.0.1")
+    return parser.parse_args()
+
+
+def start_stripe_sandbox(port, portal_url):
+    """The local Stripe stand-in, as its own process; None if this checkout has no sandbox."""
+    if not (Path(__file__).resolve().parents[2] / "stripe_sandbox").is_dir():
+        return None
+    command = [sys.executable, "-m", "stripe_sandbox", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    atexit.register(process.terminate)
+    ready = process.stdout.readline().strip()
+    if "listening on" not in ready:
+        raise SystemExit(f"the Stripe sandbox did not start: {ready!r}")
+    return ready.rsplit(" ", 1)[-1]
+
+
+def main():
+    args = parse_args()
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    os.environ["CLOSEOUT_ENV"] = "development"
+    os.environ.pop("REDIS_URL", None)  # the embedded default: tasks run in-process
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'closeout.db'}")
+    portal_url = f"http://{args.host}:{args.port}"
+    sandbox_url = start_stripe_sandbox(args.sandbox_port, portal_url)
+    if sandbox_url:
+        os.environ["STRIPE_API_BASE"] = sandbox_url
+        os.environ["STRIPE_SECRET_KEY"] = SANDBOX_KEY
+
+    from flask_migrate import upgrade
+
+    from portal import create_app
+    from portal.demo.seed import seed_demo
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        summary = seed_demo()
+
+    print()
+    print(f"  Closeout is running: {portal_url}/")
+    if sandbox_url:
+        print(f"  Stripe sandbox:      {sandbox_url}/_sandbox/health")
+    print()
+    print("  Sign in as (password for all: closeout-demo):")
+    for role, email in summary["logins"]:
+        print(f"    {role:<8} {email}")
+    print()
+    print("  Crew: open it at a phone size (375 px) and close out a job. Ctrl-C stops everything.")
+    print()
+    sys.stdout.flush()
+
+    from werkzeug.serving import run_simple
+
+    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()
