@@ -40,6 +40,27 @@ def create_token_command(name):
     click.echo(raw)
 
 
+@click.command("seed-demo")
+def seed_demo_command():
+    """Create demo accounts, clients, a price list and a day of jobs; safe to run again."""
+    from portal.demo.seed import seed_demo
+
+    summary = seed_demo()
+    if summary["already_seeded"]:
+        click.echo("Demo data is already seeded; nothing was added.")
+    else:
+        jobs = ", ".join(f"{count} {status.replace('_', ' ')}" for status, count in summary["jobs"].items())
+        click.echo(f"Seeded {summary['clients']} clients, {summary['templates']} price-list items and jobs: {jobs}.")
+    click.echo(f"Sign in as (password for all: {summary['password']}; demo data only):")
+    for role, email in summary["logins"]:
+        click.echo(f"  {role:<8} {email}")
+
+
 def init_app(app: Flask):
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(seed_demo_command)
+
+    from portal.billing.cli import billing_cli
+
+    app.cli.add_command(billing_cli)
