@@ -31,6 +31,7 @@ class Config:
     SESSION_COOKIE_SECURE = True
     REMEMBER_COOKIE_SECURE = True
     DEMO_PAGES = False
+    PASSWORD_HASH_METHOD = "scrypt"
 
     def __init__(self):
         self.SECRET_KEY = _required("SECRET_KEY")
@@ -44,6 +45,14 @@ class Config:
         self.SMTP_HOST = os.environ.get("SMTP_HOST", "localhost")
         self.SMTP_PORT = _int("SMTP_PORT", 25)
         self.MAIL_FROM = os.environ.get("MAIL_FROM", "billing@closeout.invalid")
+        self.SMTP_USERNAME = os.environ.get("SMTP_USERNAME") or None
+        self.SMTP_PASSWORD = os.environ.get("SMTP_PASSWORD") or None
+        self.SMTP_STARTTLS = os.environ.get("SMTP_STARTTLS", "").lower() in ("1", "true", "yes")
+        self.OFFICE_EMAIL = os.environ.get("OFFICE_EMAIL") or self.MAIL_FROM
+        self.COPY_OFFICE_ON_BILLS = os.environ.get("COPY_OFFICE_ON_BILLS", "").lower() in ("1", "true", "yes")
+        self.EMAIL_MAX_ATTACHMENT_BYTES = _int("EMAIL_MAX_ATTACHMENT_BYTES", 8 * 1024 * 1024)
+        # Where customers reach this portal (links in emails); no trailing slash.
+        self.PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
         self.BUSINESS_NAME = os.environ.get("BUSINESS_NAME", "Closeout Services")
         self.BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "UTC")
         # Percent, as a decimal string ("8.25"): the business's sales tax on taxable lines.
@@ -68,6 +77,7 @@ class TestConfig(Config):
     """The test suite: real PostgreSQL and Redis, URLs chosen by tests/conftest.py."""
 
     TESTING = True
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # tests create hundreds of users; strength is not under test
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
 

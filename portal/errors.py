@@ -1,5 +1,5 @@
 """Errors the services raise; views turn them into a flash, a form error or JSON."""
-from flask import jsonify, render_template, request
+from flask import current_app, jsonify, render_template, request
 
 
 class ServiceError(Exception):
@@ -29,10 +29,16 @@ def wants_json():
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
 
 
-def _error_response(status, message):
+def _error_response(error, status, message):
     if wants_json():
-        return jsonify(error={"status": status, "message": message}), status
-    return render_template("errors/error.html", status=status, message=message), status
+        response = jsonify(error={"status": status, "message": message})
+    else:
+        response = current_app.make_response(render_template("errors/error.html", status=status, message=message))
+    response.status_code = status
+    allow = getattr(error, "valid_methods", None)
+    if status == 405 and allow:
+        response.headers["Allow"] = ", ".join(allow)
+    return response
 
 
 def init_app(app):
@@ -46,4 +52,4 @@ def init_app(app):
         (429, "Too many attempts. Wait a minute and try again."),
         (500, "Something went wrong on our side. It has been logged."),
     ):
-        app.register_error_handler(status, lambda error, s=status, m=message: _error_response(s, m))
+        app.register_error_handler(status, lambda error, s=status, m=message: _error_response(error, s, m))

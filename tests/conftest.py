@@ -24,6 +24,15 @@ CSRF_PATTERN = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|"X-C
 class PortalClient(FlaskClient):
     """A test client that can fetch a CSRF token the way a browser would, from a page."""
 
+    def open(self, *args, **kwargs):
+        # The fixture's app context outlives requests, so `g` would carry one browser's
+        # signed-in user and CSRF token into the next browser's request.
+        from flask import g
+
+        for cached in ("_login_user", "csrf_token"):
+            g.pop(cached, None)
+        return super().open(*args, **kwargs)
+
     def csrf_token(self):
         page = self.get("/login").get_data(as_text=True)
         match = CSRF_PATTERN.search(page)
@@ -59,7 +68,11 @@ def redis_url():
     connection = Redis.from_url(REDIS_URL)
     connection.ping()
     yield REDIS_URL
+    from rq import Queue
+
     prefix = f"closeout-test-{RUN_ID}"
+    for key in connection.scan_iter(f"rq:queue:{prefix}*"):
+        Queue(key.decode().removeprefix("rq:queue:"), connection=connection).empty()
     for key in connection.scan_iter(f"*{prefix}*"):
         connection.delete(key)
 

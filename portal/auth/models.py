@@ -3,6 +3,7 @@ import enum
 import hashlib
 import secrets
 
+from flask import current_app, has_app_context
 from flask_login import UserMixin
 from sqlalchemy import Enum, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -42,7 +43,8 @@ class User(UserMixin, db.Model):
         return self.role in STAFF_ROLES
 
     def set_password(self, password):
-        self.password_hash = generate_password_hash(password)
+        method = current_app.config["PASSWORD_HASH_METHOD"] if has_app_context() else "scrypt"
+        self.password_hash = generate_password_hash(password, method=method)
 
     def check_password(self, password):
         return check_password_hash(self.password_hash, password)

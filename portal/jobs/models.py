@@ -3,7 +3,8 @@ import enum
 from decimal import Decimal
 
 from sqlalchemy import Column, Enum, ForeignKey, Numeric, String, Table, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import event
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from portal.billing.models import BillingStatus
 from portal.extensions import db
@@ -152,3 +153,14 @@ class JobLineItem(db.Model):
 
     job = relationship("Job", back_populates="line_items")
     template = relationship("LineItemTemplate")
+
+
+@event.listens_for(Session, "before_flush")
+def touch_jobs_on_child_changes(session, flush_context, instances):
+    """A change to a job's items, photos, notes or crew is a change to the job (for `updated_since`)."""
+    now = utcnow()
+    for obj in list(session.new) + list(session.dirty) + list(session.deleted):
+        if isinstance(obj, (JobLineItem, Photo, Note)) and obj.job is not None:
+            obj.job.updated_at = now
+        elif isinstance(obj, Job) and obj in session.dirty and session.is_modified(obj):
+            obj.updated_at = now
