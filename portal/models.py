@@ -1,6 +1,17 @@
 """Every model, imported once so that mappers and Alembic see the whole schema."""
 from portal.audit.models import AuditEntry, Source  # noqa: F401
 from portal.auth.models import ApiToken, Role, User  # noqa: F401
-from portal.billing.models import BillingRecord, BillingStatus, BillingTrigger, RecordKind, TriggerStatus  # noqa: F401
+from portal.billing.models import (  # noqa: F401
+    BillingBatch,
+    BillingRecord,
+    BillingStatus,
+    BillingTrigger,
+    CustomerEmail,
+    DocumentLink,
+    EmailKind,
+    StripeTaxRate,
+    RecordKind,
+    TriggerStatus,
+)
 from portal.clients.models import Batching, BillingMode, Client, SendMode, Site  # noqa: F401
 from portal.jobs.models import Job, JobLineItem, LineItemTemplate, Note, Photo, WorkStatus, job_assignments  # noqa: F401

@@ -1,7 +1,7 @@
 """Billing records and the outbox of billing triggers (see shared/billing-states.md)."""
 import enum
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, text
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -93,10 +93,16 @@ class BillingTrigger(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     enqueued_at = mapped_column(UTCDateTime, nullable=True)
+    # A worker owns the trigger until this time; a crashed worker's lease simply runs out.
+    lease_until = mapped_column(UTCDateTime, nullable=True)
+    # The proof-of-work packet for this completion: the stored PDF and the fingerprint printed on it.
+    proof_pdf_key: Mapped[str | None] = mapped_column(String(255))
+    proof_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     finished_at = mapped_column(UTCDateTime, nullable=True)
 
     job = relationship("Job", back_populates="billing_triggers")
+    records = relationship("BillingRecord", back_populates="trigger", order_by="BillingRecord.id")
 
 
 class BillingRecord(db.Model):
@@ -116,6 +122,8 @@ class BillingRecord(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    trigger_id: Mapped[int | None] = mapped_column(ForeignKey("billing_triggers.id"), index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("billing_batches.id"), index=True)
     kind: Mapped[RecordKind] = mapped_column(_enum(RecordKind, 16))
     status: Mapped[BillingStatus] = mapped_column(_enum(BillingStatus), default=BillingStatus.PENDING)
     live: Mapped[bool] = mapped_column(default=True)
@@ -125,7 +133,9 @@ class BillingRecord(db.Model):
     total: Mapped[int] = mapped_column(default=0)
     amount_paid: Mapped[int] = mapped_column(default=0)
     amount_refunded: Mapped[int] = mapped_column(default=0)
-    stripe_invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    auto_send: Mapped[bool] = mapped_column(default=False)
+    # A batch invoice is shared by the records of every job in it, so this one is not unique.
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(64), index=True)
     stripe_payment_link_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     hosted_url: Mapped[str | None] = mapped_column(Text)
     invoice_number: Mapped[str | None] = mapped_column(String(64))
@@ -133,5 +143,90 @@ class BillingRecord(db.Model):
     last_event_at = mapped_column(UTCDateTime, nullable=True)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     closed_at = mapped_column(UTCDateTime, nullable=True)
+    closed_reason: Mapped[str | None] = mapped_column(Text)
 
     job = relationship("Job", back_populates="billing_records")
+    trigger = relationship("BillingTrigger", back_populates="records")
+    batch = relationship("BillingBatch", back_populates="records")
+
+
+class BillingBatch(db.Model):
+    """One invoice for a client's completed jobs in a period (weekly, monthly, or a manual "Bill now")."""
+
+    __tablename__ = "billing_batches"
+    __table_args__ = (UniqueConstraint("client_id", "period_key", name="uq_billing_batches_client_period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    period_key: Mapped[str] = mapped_column(String(40))  # "2026-W48", "2026-11", "manual-<id>"
+    status: Mapped[TriggerStatus] = mapped_column(_enum(TriggerStatus), default=TriggerStatus.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_until = mapped_column(UTCDateTime, nullable=True)
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    finished_at = mapped_column(UTCDateTime, nullable=True)
+
+    client = relationship("Client")
+    records = relationship("BillingRecord", back_populates="batch", order_by="BillingRecord.id")
+
+
+class EmailKind(str, enum.Enum):
+    BILL = "bill"  # the first email with the pay link and the proof PDF
+    RESEND = "resend"
+    REMINDER = "reminder"
+
+
+class CustomerEmail(db.Model):
+    """Every email sent to a customer. One BILL email per billing record, enforced here."""
+
+    __tablename__ = "customer_emails"
+    __table_args__ = (
+        Index(
+            "uq_customer_emails_one_bill_per_record",
+            "record_id",
+            unique=True,
+            postgresql_where=text("kind = 'bill'"),
+            sqlite_where=text("kind = 'bill'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("billing_records.id"), index=True)
+    kind: Mapped[EmailKind] = mapped_column(_enum(EmailKind, 16))
+    recipients: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    # Claimed before SMTP is spoken to, sent after it accepted: a crash in between never sends twice.
+    claimed_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    sent_at = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+
+    record = relationship("BillingRecord")
+
+
+class DocumentLink(db.Model):
+    """A customer-facing link to a proof PDF: random, stored hashed, expiring and revocable."""
+
+    __tablename__ = "document_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    trigger_id: Mapped[int] = mapped_column(ForeignKey("billing_triggers.id"), index=True)
+    expires_at = mapped_column(UTCDateTime, nullable=False)
+    revoked_at = mapped_column(UTCDateTime, nullable=True)
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    trigger = relationship("BillingTrigger")
+
+
+class StripeTaxRate(db.Model):
+    """The Stripe tax rate object for each sales-tax percentage we have billed with."""
+
+    __tablename__ = "stripe_tax_rates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    percent: Mapped[str] = mapped_column(String(12), unique=True)
+    stripe_tax_rate_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -1,0 +1,189 @@
+"""Every Stripe call Closeout makes, through the official SDK.
+
+Writes carry idempotency keys derived from our own ids; the same intent is also backed
+by a database constraint, because Stripe forgets keys after 24 hours
+(https://docs.stripe.com/api/idempotent_requests).
+"""
+import stripe
+from flask import current_app
+
+STRIPE_TIMEOUT_SECONDS = 20
+
+
+class StripeUnavailable(Exception):
+    """A transient failure (5xx, 429, timeout, connection): retry later."""
+
+
+class StripeRefused(Exception):
+    """A permanent failure (4xx such as a bad email or a missing object): a person must look."""
+
+
+def client():
+    """A StripeClient for the configured account; STRIPE_API_BASE points it at the sandbox."""
+    app = current_app._get_current_object()
+    cached = app.extensions.get("closeout_stripe")
+    if cached is None:
+        api_key = app.config.get("STRIPE_SECRET_KEY")
+        if not api_key:
+            raise StripeRefused("STRIPE_SECRET_KEY is not configured")
+        base = app.config.get("STRIPE_API_BASE")
+        cached = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": base} if base else None,
+            max_network_retries=0,  # RQ's retries with backoff own the retrying
+            http_client=stripe.RequestsClient(timeout=STRIPE_TIMEOUT_SECONDS),
+        )
+        app.extensions["closeout_stripe"] = cached
+    return cached
+
+
+def call(operation, *args, **kwargs):
+    """Run one SDK call, sorting its failures into retry-later and needs-a-person."""
+    try:
+        return operation(*args, **kwargs)
+    except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+        raise StripeUnavailable(f"Stripe unreachable: {error.user_message or error}") from error
+    except stripe.APIError as error:
+        raise StripeUnavailable(f"Stripe error {error.http_status}: {error.user_message or error}") from error
+    except stripe.StripeError as error:
+        if error.http_status is not None and error.http_status >= 500:
+            raise StripeUnavailable(f"Stripe error {error.http_status}: {error.user_message or error}") from error
+        if error.http_status == 409:  # an idempotent request still in flight at Stripe
+            raise StripeUnavailable(f"Stripe conflict: {error.user_message or error}") from error
+        raise StripeRefused(f"Stripe refused: {error.user_message or error}") from error
+
+
+def _write(key):
+    return {"idempotency_key": key}
+
+
+# --- Customers ------------------------------------------------------------------------------------
+
+def create_customer(*, name, email, phone, metadata, key):
+    params = {"name": name, "metadata": metadata}
+    if email:
+        params["email"] = email
+    if phone:
+        params["phone"] = phone
+    return call(client().v1.customers.create, params=params, options=_write(key))
+
+
+def update_customer(customer_id, *, name, email, phone, key):
+    params = {"name": name, "email": email or "", "phone": phone or ""}
+    return call(client().v1.customers.update, customer_id, params=params, options=_write(key))
+
+
+def retrieve_customer(customer_id):
+    return call(client().v1.customers.retrieve, customer_id)
+
+
+# --- Tax rates ------------------------------------------------------------------------------------
+
+def create_tax_rate(*, percentage, key):
+    params = {"display_name": "Sales tax", "percentage": str(percentage), "inclusive": False,
+              "metadata": {"closeout": "business-rate"}}
+    return call(client().v1.tax_rates.create, params=params, options=_write(key))
+
+
+# --- Invoices -------------------------------------------------------------------------------------
+
+def create_invoice(*, customer_id, currency, days_until_due, description, footer, metadata, key):
+    params = {
+        "customer": customer_id,
+        "currency": currency,
+        "collection_method": "send_invoice",
+        "days_until_due": days_until_due,
+        "auto_advance": False,  # Closeout decides when to finalize (draft review policy)
+        "pending_invoice_items_behavior": "exclude",
+        "description": description[:1500],
+        "footer": footer[:5000],
+        "metadata": metadata,
+    }
+    return call(client().v1.invoices.create, params=params, options=_write(key))
+
+
+def find_invoice(customer_id, metadata_key, metadata_value):
+    """Our invoice for this intent, if Stripe has it: the fallback once idempotency keys expired."""
+    invoices = call(client().v1.invoices.list, params={"customer": customer_id, "limit": 100})
+    for invoice in invoices.auto_paging_iter():
+        if (invoice.metadata or {}).get(metadata_key) == metadata_value:
+            return invoice
+    return None
+
+
+def add_invoice_item(*, customer_id, invoice_id, currency, description, quantity, unit_amount, amount,
+                     tax_rate_id, metadata, key):
+    params = {"customer": customer_id, "invoice": invoice_id, "currency": currency,
+              "description": description[:500], "metadata": metadata}
+    if amount is not None:
+        params["amount"] = amount
+    else:
+        params["quantity"] = quantity
+        params["unit_amount_decimal"] = str(unit_amount)
+    if tax_rate_id:
+        params["tax_rates"] = [tax_rate_id]
+    return call(client().v1.invoice_items.create, params=params, options=_write(key))
+
+
+def list_invoice_items(invoice_id):
+    items = call(client().v1.invoice_items.list, params={"invoice": invoice_id, "limit": 100})
+    return list(items.auto_paging_iter())
+
+
+def retrieve_invoice(invoice_id):
+    return call(client().v1.invoices.retrieve, invoice_id)
+
+
+def finalize_invoice(invoice_id, *, key):
+    return call(client().v1.invoices.finalize_invoice, invoice_id, params={"auto_advance": False}, options=_write(key))
+
+
+def send_invoice(invoice_id, *, key):
+    return call(client().v1.invoices.send_invoice, invoice_id, options=_write(key))
+
+
+def void_invoice(invoice_id, *, key):
+    return call(client().v1.invoices.void_invoice, invoice_id, options=_write(key))
+
+
+def delete_draft_invoice(invoice_id):
+    return call(client().v1.invoices.delete, invoice_id)
+
+
+def pay_invoice_out_of_band(invoice_id, *, key):
+    return call(client().v1.invoices.pay, invoice_id, params={"paid_out_of_band": True}, options=_write(key))
+
+
+# --- Payment links --------------------------------------------------------------------------------
+
+def create_payment_link(*, currency, lines, metadata, confirmation_message, key):
+    """lines: (name, unit_amount) pairs, quantity 1 each; Stripe allows at most 20."""
+    params = {
+        "line_items": [
+            {"price_data": {"currency": currency, "unit_amount": amount, "product_data": {"name": name[:250]}},
+             "quantity": 1}
+            for name, amount in lines
+        ],
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata},
+        "after_completion": {"type": "hosted_confirmation",
+                             "hosted_confirmation": {"custom_message": confirmation_message[:500]}},
+    }
+    return call(client().v1.payment_links.create, params=params, options=_write(key))
+
+
+def retrieve_payment_link(link_id):
+    return call(client().v1.payment_links.retrieve, link_id)
+
+
+def deactivate_payment_link(link_id, *, key):
+    return call(client().v1.payment_links.update, link_id, params={"active": False}, options=_write(key))
+
+
+def find_payment_link(metadata_key, metadata_value):
+    """Our payment link for this intent, if Stripe has it (after idempotency keys expired)."""
+    links = call(client().v1.payment_links.list, params={"limit": 100})
+    for link in links.auto_paging_iter():
+        if (link.metadata or {}).get(metadata_key) == metadata_value:
+            return link
+    return None

@@ -1,0 +1,66 @@
+"""RQ tasks for billing: plain functions that take ids and reload rows.
+
+Enqueued by dotted name (portal.queue.enqueue), so only the worker imports this module's
+PDF and image dependencies.
+"""
+from rq import get_current_job
+
+from portal.billing import pipeline
+from portal.billing.stripe_gateway import StripeRefused
+
+
+def is_last_attempt():
+    """True when RQ will not retry this job again (or it runs outside RQ, in-process)."""
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def process_billing_trigger(trigger_id):
+    """Photos, proof PDF, Stripe invoice or payment link, and the customer's email, for one completion."""
+    trigger = pipeline.claim_trigger(trigger_id)
+    if trigger is None:
+        return "nothing to do"
+    try:
+        pipeline.run(trigger)
+    except StripeRefused as error:
+        pipeline.note_failure(trigger, error, final=True)
+        raise
+    except Exception as error:  # noted on the trigger for the office, then re-raised for RQ's retry
+        pipeline.note_failure(trigger, error, final=is_last_attempt())
+        raise
+    return "billed"
+
+
+def process_billing_batch(batch_id):
+    """One invoice for a client's batched jobs (weekly, monthly or "Bill now")."""
+    batch = pipeline.claim_batch(batch_id)
+    if batch is None:
+        return "nothing to do"
+    try:
+        pipeline.run_batch(batch)
+    except StripeRefused as error:
+        pipeline.note_batch_failure(batch, error, final=True)
+        raise
+    except Exception as error:  # noted on the batch for the office, then re-raised for RQ's retry
+        pipeline.note_batch_failure(batch, error, final=is_last_attempt())
+        raise
+    return "billed"
+
+
+def send_bill_email_task(record_id):
+    """The customer's email for a record that became payable outside the pipeline (an approved draft)."""
+    from portal.billing.emails import send_bill_email
+    from portal.billing.models import BillingRecord
+    from portal.extensions import db
+
+    send_bill_email(db.session.get(BillingRecord, record_id), by=pipeline.WORKER)
+
+
+def resend_bill_email_task(record_id, actor_label):
+    """The office's "Resend the email"."""
+    from portal.audit.services import Actor
+    from portal.billing.emails import resend_bill_email
+    from portal.billing.models import BillingRecord
+    from portal.extensions import db
+
+    resend_bill_email(db.session.get(BillingRecord, record_id), by=Actor.system(actor_label))
