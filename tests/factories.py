@@ -29,7 +29,7 @@ def system():
 
 def client(**policy):
     n = next(_seq)
-    row = Client(name=policy.pop("name", f"Client {n}"), billing_emails=policy.pop("billing_emails", [f"ap{n}@example.test"]),
+    row = Client(name=policy.pop("name", f"Client {n}"), billing_emails=policy.pop("billing_emails", [f"ap{n}@example.com"]),
                  phone="555-0100", address=f"{n} Main St, Springfield", **policy)
     db.session.add(row)
     db.session.commit()

@@ -1,4 +1,5 @@
 """Writing the audit log. Every change a person or system makes goes through record()."""
+import enum
 from dataclasses import dataclass
 
 from portal.audit.models import AuditEntry, Source
@@ -28,9 +29,9 @@ class Actor:
 
 
 def _text(value):
-    if value is None:
-        return None
-    return getattr(value, "value", value) if not isinstance(value, str) else value
+    if isinstance(value, enum.Enum):
+        return value.value  # str() of a str-Enum is "WorkStatus.COMPLETED" on 3.11
+    return value
 
 
 def record(actor, action, entity, *, job=None, field=None, old=None, new=None, detail=None):
