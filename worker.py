@@ -1,7 +1,10 @@
 """The RQ worker: `python worker.py` (scale out by starting more of them).
 
-It runs RQ's scheduler too, so that retries with backoff fire.
+It runs RQ's scheduler too, so that retries with backoff fire. `python worker.py --cron`
+(exactly one of them) enqueues the periodic runs listed in portal/schedule.py.
 """
+import sys
+
 from dotenv import load_dotenv
 
 load_dotenv()
@@ -44,6 +47,12 @@ def build_worker(app, **options):
 
 def main():
     app = create_app()
+    if "--cron" in sys.argv[1:]:
+        from portal.schedule import build_cron
+
+        with app.app_context():
+            build_cron(redis_connection(), get_queue().name).start()
+        return
     build_worker(app).work(with_scheduler=True)
 
 

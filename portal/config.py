@@ -42,6 +42,7 @@ class Config:
         self.STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY") or None
         self.STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
         self.STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE") or None
+        self.STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "20"))
         self.SMTP_HOST = os.environ.get("SMTP_HOST", "localhost")
         self.SMTP_PORT = _int("SMTP_PORT", 25)
         self.MAIL_FROM = os.environ.get("MAIL_FROM", "billing@closeout.invalid")
@@ -52,6 +53,7 @@ class Config:
         self.COPY_OFFICE_ON_BILLS = os.environ.get("COPY_OFFICE_ON_BILLS", "").lower() in ("1", "true", "yes")
         self.EMAIL_MAX_ATTACHMENT_BYTES = _int("EMAIL_MAX_ATTACHMENT_BYTES", 8 * 1024 * 1024)
         # Where customers reach this portal (links in emails); no trailing slash.
+        self.BILLING_RETRY_SECONDS = os.environ.get("BILLING_RETRY_SECONDS", "5,30,120,600")
         self.PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
         self.BUSINESS_NAME = os.environ.get("BUSINESS_NAME", "Closeout Services")
         self.BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "UTC")

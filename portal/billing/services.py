@@ -1,6 +1,7 @@
 """Billing rules the web process uses: enqueueing triggers, sweeping lost ones, office retries."""
 from datetime import timedelta
 
+from flask import current_app
 from rq import Retry
 from sqlalchemy import select
 
@@ -13,15 +14,17 @@ from portal.queue import enqueue, enqueue_after_commit
 from portal.timeutil import utcnow
 
 PROCESS_TRIGGER = "portal.billing.tasks.process_billing_trigger"
-# Transient Stripe failures back off over about a quarter of an hour before a person is asked.
-RETRY = Retry(max=4, interval=[5, 30, 120, 600])
+def retry_policy():
+    """RQ retries for transient failures: by default about a quarter of an hour before a person is asked."""
+    intervals = [int(s) for s in current_app.config["BILLING_RETRY_SECONDS"].split(",")]
+    return Retry(max=len(intervals), interval=intervals)
 STUCK_AFTER = timedelta(minutes=15)
 
 
 def enqueue_trigger(trigger, *, now=None):
     """Hand the trigger to the worker once this transaction commits."""
     trigger.enqueued_at = now or utcnow()
-    enqueue_after_commit(db.session, PROCESS_TRIGGER, trigger.id, retry=RETRY)
+    enqueue_after_commit(db.session, PROCESS_TRIGGER, trigger.id, retry=retry_policy())
 
 
 def sweep(now=None):
@@ -250,7 +253,7 @@ def open_batch(client, jobs, key, *, by):
     db.session.flush()
     record(by, "billing.batch_opened", batch, detail={"batch_id": batch.id, "period": key,
                                                       "jobs": [job.number for job in jobs]})
-    enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=RETRY)
+    enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=retry_policy())
     return batch
 
 

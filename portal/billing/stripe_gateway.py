@@ -7,8 +7,6 @@ by a database constraint, because Stripe forgets keys after 24 hours
 import stripe
 from flask import current_app
 
-STRIPE_TIMEOUT_SECONDS = 20
-
 
 class StripeUnavailable(Exception):
     """A transient failure (5xx, 429, timeout, connection): retry later."""
@@ -31,7 +29,7 @@ def client():
             api_key,
             base_addresses={"api": base} if base else None,
             max_network_retries=0,  # RQ's retries with backoff own the retrying
-            http_client=stripe.RequestsClient(timeout=STRIPE_TIMEOUT_SECONDS),
+            http_client=stripe.RequestsClient(timeout=app.config["STRIPE_TIMEOUT_SECONDS"]),
         )
         app.extensions["closeout_stripe"] = cached
     return cached

@@ -7,6 +7,11 @@ from rq import get_current_job
 
 from portal.billing import pipeline
 from portal.billing.stripe_gateway import StripeRefused
+from portal.errors import ServiceError
+
+# Failures no retry can fix (Stripe refused the request, a client with no billing email):
+# the trigger is marked failed at once, for a person to look at.
+PERMANENT_FAILURES = (StripeRefused, ServiceError)
 
 
 def is_last_attempt():
@@ -22,7 +27,7 @@ def process_billing_trigger(trigger_id):
         return "nothing to do"
     try:
         pipeline.run(trigger)
-    except StripeRefused as error:
+    except PERMANENT_FAILURES as error:
         pipeline.note_failure(trigger, error, final=True)
         raise
     except Exception as error:  # noted on the trigger for the office, then re-raised for RQ's retry
@@ -38,7 +43,7 @@ def process_billing_batch(batch_id):
         return "nothing to do"
     try:
         pipeline.run_batch(batch)
-    except StripeRefused as error:
+    except PERMANENT_FAILURES as error:
         pipeline.note_batch_failure(batch, error, final=True)
         raise
     except Exception as error:  # noted on the batch for the office, then re-raised for RQ's retry
@@ -64,3 +69,18 @@ def resend_bill_email_task(record_id, actor_label):
     from portal.extensions import db
 
     resend_bill_email(db.session.get(BillingRecord, record_id), by=Actor.system(actor_label))
+
+
+def sweep_triggers():
+    """Scheduled: re-enqueue pending triggers that Redis lost or that got stuck."""
+    from portal.billing.services import sweep
+
+    return [trigger.id for trigger in sweep()]
+
+
+def run_due_batches():
+    """Scheduled: bill weekly and monthly clients' ready jobs from ended periods."""
+    from portal.audit.services import Actor
+    from portal.billing.services import run_batches
+
+    return [batch.id for batch in run_batches(by=Actor.system("scheduled batch run"))]

@@ -1,0 +1,18 @@
+"""What runs on a clock, for `python worker.py --cron` (run exactly one such process).
+
+Each entry is idempotent, so a missed or doubled run does no harm: the sweeper only
+re-enqueues what is still pending, and a batch run only bills jobs still ready to bill.
+"""
+from rq.cron import CronScheduler
+
+from portal.billing import tasks as billing_tasks
+
+EVERY_FIVE_MINUTES = 300
+
+
+def build_cron(connection, queue_name):
+    """A CronScheduler with Closeout's periodic tasks."""
+    cron = CronScheduler(connection=connection, name="closeout-cron")
+    cron.register(billing_tasks.sweep_triggers, queue_name, interval=EVERY_FIVE_MINUTES)
+    cron.register(billing_tasks.run_due_batches, queue_name, cron="15 6 * * *")  # daily, 06:15 UTC
+    return cron
