@@ -72,7 +72,18 @@ class TriggerStatus(str, enum.Enum):
     CANCELLED = "cancelled"  # the job was reopened before billing
 
 
-class BillingTrigger(db.Model):
+class LeasedWork:
+    """Work the worker claims with a lease: a crashed worker's lease simply runs out."""
+
+    status: Mapped[TriggerStatus] = mapped_column(_enum(TriggerStatus), default=TriggerStatus.PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_until = mapped_column(UTCDateTime, nullable=True)
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    finished_at = mapped_column(UTCDateTime, nullable=True)
+
+
+class BillingTrigger(LeasedWork, db.Model):
     """Outbox row: written in the transaction that completes a job, consumed by the worker."""
 
     __tablename__ = "billing_triggers"
@@ -89,17 +100,10 @@ class BillingTrigger(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
-    status: Mapped[TriggerStatus] = mapped_column(_enum(TriggerStatus), default=TriggerStatus.PENDING, index=True)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
     enqueued_at = mapped_column(UTCDateTime, nullable=True)
-    # A worker owns the trigger until this time; a crashed worker's lease simply runs out.
-    lease_until = mapped_column(UTCDateTime, nullable=True)
     # The proof-of-work packet for this completion: the stored PDF and the fingerprint printed on it.
     proof_pdf_key: Mapped[str | None] = mapped_column(String(255))
     proof_sha256: Mapped[str | None] = mapped_column(String(64))
-    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    finished_at = mapped_column(UTCDateTime, nullable=True)
 
     job = relationship("Job", back_populates="billing_triggers")
     records = relationship("BillingRecord", back_populates="trigger", order_by="BillingRecord.id")
@@ -150,7 +154,7 @@ class BillingRecord(db.Model):
     batch = relationship("BillingBatch", back_populates="records")
 
 
-class BillingBatch(db.Model):
+class BillingBatch(LeasedWork, db.Model):
     """One invoice for a client's completed jobs in a period (weekly, monthly, or a manual "Bill now")."""
 
     __tablename__ = "billing_batches"
@@ -159,13 +163,7 @@ class BillingBatch(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
     period_key: Mapped[str] = mapped_column(String(40))  # "2026-W48", "2026-11", "manual-<id>"
-    status: Mapped[TriggerStatus] = mapped_column(_enum(TriggerStatus), default=TriggerStatus.PENDING, index=True)
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    lease_until = mapped_column(UTCDateTime, nullable=True)
     stripe_invoice_id: Mapped[str | None] = mapped_column(String(64), unique=True)
-    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    finished_at = mapped_column(UTCDateTime, nullable=True)
 
     client = relationship("Client")
     records = relationship("BillingRecord", back_populates="batch", order_by="BillingRecord.id")

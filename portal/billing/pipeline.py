@@ -39,23 +39,18 @@ class BillingMismatch(gateway.StripeRefused):
     """Stripe's total disagrees with ours: never send a customer a wrong amount."""
 
 
-def claim_trigger(trigger_id):
-    """Take the lease on a pending trigger; None if it is finished or another worker holds it."""
+def claim(model, row_id):
+    """Take the lease on a pending trigger or batch; None if it is finished or another worker holds it."""
     now = utcnow()
     claimed = db.session.execute(
-        update(BillingTrigger)
-        .where(BillingTrigger.id == trigger_id, BillingTrigger.status == TriggerStatus.PENDING)
-        .where((BillingTrigger.lease_until.is_(None)) | (BillingTrigger.lease_until < now))
-        .values(lease_until=now + LEASE, attempts=BillingTrigger.attempts + 1)
-        .returning(BillingTrigger.id)
+        update(model)
+        .where(model.id == row_id, model.status == TriggerStatus.PENDING)
+        .where((model.lease_until.is_(None)) | (model.lease_until < now))
+        .values(lease_until=now + LEASE, attempts=model.attempts + 1)
+        .returning(model.id)
     ).scalar()
     db.session.commit()
-    return db.session.get(BillingTrigger, claimed) if claimed else None
-
-
-def release(trigger):
-    trigger.lease_until = None
-    db.session.commit()
+    return db.session.get(model, claimed) if claimed else None
 
 
 def run(trigger):
@@ -351,22 +346,6 @@ def note_failure(trigger, error, *, final):
         record(WORKER, "billing.failed", trigger, job=job, detail={"error": trigger.last_error,
                                                                    "attempts": trigger.attempts})
     db.session.commit()
-
-
-def claim_batch(batch_id):
-    """Take the lease on a pending batch; None if finished or held by another worker."""
-    from portal.billing.models import BillingBatch
-
-    now = utcnow()
-    claimed = db.session.execute(
-        update(BillingBatch)
-        .where(BillingBatch.id == batch_id, BillingBatch.status == TriggerStatus.PENDING)
-        .where((BillingBatch.lease_until.is_(None)) | (BillingBatch.lease_until < now))
-        .values(lease_until=now + LEASE, attempts=BillingBatch.attempts + 1)
-        .returning(BillingBatch.id)
-    ).scalar()
-    db.session.commit()
-    return db.session.get(BillingBatch, claimed) if claimed else None
 
 
 def run_batch(batch):

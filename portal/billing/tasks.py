@@ -6,6 +6,7 @@ PDF and image dependencies.
 from rq import get_current_job
 
 from portal.billing import pipeline
+from portal.billing.models import BillingBatch, BillingTrigger
 from portal.billing.stripe_gateway import StripeRefused
 from portal.errors import ServiceError
 
@@ -20,36 +21,30 @@ def is_last_attempt():
     return job is None or not job.retries_left
 
 
-def process_billing_trigger(trigger_id):
-    """Photos, proof PDF, Stripe invoice or payment link, and the customer's email, for one completion."""
-    trigger = pipeline.claim_trigger(trigger_id)
-    if trigger is None:
+def run_claimed(model, row_id, run, note_failure):
+    """Claim the row, run its steps; failures are noted on the row, then re-raised for RQ."""
+    row = pipeline.claim(model, row_id)
+    if row is None:
         return "nothing to do"
     try:
-        pipeline.run(trigger)
+        run(row)
     except PERMANENT_FAILURES as error:
-        pipeline.note_failure(trigger, error, final=True)
+        note_failure(row, error, final=True)
         raise
-    except Exception as error:  # noted on the trigger for the office, then re-raised for RQ's retry
-        pipeline.note_failure(trigger, error, final=is_last_attempt())
+    except Exception as error:  # noted on the row for the office, then re-raised for RQ's retry
+        note_failure(row, error, final=is_last_attempt())
         raise
     return "billed"
+
+
+def process_billing_trigger(trigger_id):
+    """Photos, proof PDF, Stripe invoice or payment link, and the customer's email, for one completion."""
+    return run_claimed(BillingTrigger, trigger_id, pipeline.run, pipeline.note_failure)
 
 
 def process_billing_batch(batch_id):
     """One invoice for a client's batched jobs (weekly, monthly or "Bill now")."""
-    batch = pipeline.claim_batch(batch_id)
-    if batch is None:
-        return "nothing to do"
-    try:
-        pipeline.run_batch(batch)
-    except PERMANENT_FAILURES as error:
-        pipeline.note_batch_failure(batch, error, final=True)
-        raise
-    except Exception as error:  # noted on the batch for the office, then re-raised for RQ's retry
-        pipeline.note_batch_failure(batch, error, final=is_last_attempt())
-        raise
-    return "billed"
+    return run_claimed(BillingBatch, batch_id, pipeline.run_batch, pipeline.note_batch_failure)
 
 
 def send_bill_email_task(record_id):
