@@ -216,7 +216,9 @@ def mark_no_charge(job, *, by, reason):
 
 def resend_email(billing_record, *, by):
     """Send the customer the bill email again."""
-    if billing_record.status not in OPEN_STATUSES or not billing_record.live:
+    from portal.billing.emails import COLLECTABLE
+
+    if billing_record.status not in COLLECTABLE or not billing_record.live:
         raise TransitionNotAllowed("Only a sent, unpaid bill can be emailed again.")
     record(by, "email.resend_requested", billing_record, job=billing_record.job)
     enqueue_after_commit(db.session, RESEND_BILL_EMAIL, billing_record.id, by.label)

@@ -48,6 +48,13 @@ def main():
         os.environ["STRIPE_API_BASE"] = sandbox_url
         os.environ["STRIPE_SECRET_KEY"] = SANDBOX_KEY
 
+    from portal.demo.mailcatcher import start_mailcatcher
+
+    catcher, smtp_port = start_mailcatcher(INSTANCE_DIR / "outbox")
+    atexit.register(catcher.stop)
+    os.environ["SMTP_HOST"], os.environ["SMTP_PORT"] = "127.0.0.1", str(smtp_port)
+    os.environ.setdefault("PUBLIC_URL", portal_url)
+
     from flask_migrate import upgrade
 
     from portal import create_app
@@ -62,6 +69,7 @@ def main():
     print(f"  Closeout is running: {portal_url}/")
     if sandbox_url:
         print(f"  Stripe sandbox:      {sandbox_url}/_sandbox/health")
+    print(f"  Customer emails:     {portal_url}/_demo/outbox  (caught locally; nothing leaves this machine)")
     print()
     print("  Sign in as (password for all: closeout-demo):")
     for role, email in summary["logins"]:

@@ -1,0 +1,1 @@
+"""Customer document links: a proof-of-work PDF behind a random, hashed, expiring and revocable token."""
