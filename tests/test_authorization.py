@@ -35,6 +35,7 @@ ACCESS = {
     "documents.proof_pdf": PUBLIC_TOKEN,
     "photos.original": JOB_VIEWERS,
     "photos.thumbnail": JOB_VIEWERS,
+    "photos.web": JOB_VIEWERS,
 }
 ACCESS.update({endpoint: JOB_CREW for endpoint in (
     "crew.job", "crew.confirm_complete", "crew.complete", "crew.add_item", "crew.remove_item", "crew.add_note",

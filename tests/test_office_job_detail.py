@@ -185,7 +185,7 @@ def test_reopen_needs_a_reason_and_shows_in_the_trail(db, login, office, crew):
     assert [trigger.status for trigger in job.billing_triggers] == [TriggerStatus.CANCELLED]
     page = browser.get(f"/office/jobs/{job.id}").get_data(as_text=True)
     assert "job.reopened" in page and "Reason: Tap still drips" in page and "Olive Office (office)" in page
-    assert "Billing triggers" in page and "Cancelled" in page
+    assert "Billing attempts" in page and "Cancelled" in page
     # Once reopened, the office can change the lines again.
     assert f"/items/{job.line_items[0].id}/remove" in page
 

@@ -9,7 +9,7 @@ from portal.audit.services import record
 from portal.billing.models import BillingStatus, BillingTrigger, TriggerStatus
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db
-from portal.jobs.services import set_billing_status
+from portal.jobs.services import lock_job, set_billing_status, visible_jobs
 from portal.queue import enqueue, enqueue_after_commit
 from portal.timeutil import utcnow
 
@@ -28,7 +28,9 @@ def enqueue_trigger(trigger, *, now=None):
 
 
 def sweep(now=None):
-    """Re-enqueue every pending trigger that was never queued, or whose work got stuck or lost."""
+    """Re-enqueue every pending trigger or batch that was never queued, or whose work got stuck or lost."""
+    from portal.billing.models import BillingBatch
+
     now = now or utcnow()
     stale = now - STUCK_AFTER
     triggers = db.session.scalars(
@@ -40,13 +42,21 @@ def sweep(now=None):
     ).all()
     for trigger in triggers:
         enqueue_trigger(trigger, now=now)
+    batches = db.session.scalars(
+        select(BillingBatch)
+        .where(BillingBatch.status == TriggerStatus.PENDING, BillingBatch.created_at < stale)
+        .where((BillingBatch.lease_until.is_(None)) | (BillingBatch.lease_until < now))
+        .with_for_update(skip_locked=True)
+    ).all()
+    for batch in batches:
+        enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=retry_policy())
     db.session.commit()
-    return triggers
+    return triggers + batches
 
 
 def retry_trigger(trigger, *, by):
     """The office's "Retry now" on a failed trigger: a fresh round of attempts."""
-    if trigger.status != TriggerStatus.FAILED:
+    if trigger.status != TriggerStatus.FAILED or trigger.job.billing_status != BillingStatus.FAILED:
         raise TransitionNotAllowed("Only a failed billing attempt can be retried.")
     trigger.status = TriggerStatus.PENDING
     trigger.attempts = 0
@@ -61,7 +71,10 @@ def retry_trigger(trigger, *, by):
 
 
 def needs_attention():
-    """Triggers whose attempts are exhausted or that failed permanently, oldest first."""
+    """Triggers whose attempts are exhausted or that failed permanently, oldest first.
+
+    A failure the office settles another way (void, re-bill, no charge) is cancelled, so it leaves this list.
+    """
     return db.session.scalars(
         select(BillingTrigger).where(BillingTrigger.status == TriggerStatus.FAILED).order_by(BillingTrigger.id)
     ).all()
@@ -125,6 +138,8 @@ def void_record(billing_record, *, by, reason):
         raise ServiceError("Say why the bill is voided.", {"reason": "required"})
     if not billing_record.live:
         raise TransitionNotAllowed("This bill is already closed.")
+    if billing_record.status != BillingStatus.FAILED:
+        require_worker_idle(billing_record.job)
     if billing_record.status in (BillingStatus.PAID, BillingStatus.PARTIALLY_REFUNDED, BillingStatus.REFUNDED,
                                  BillingStatus.DISPUTED, BillingStatus.PROCESSING):
         raise TransitionNotAllowed("Money has moved on this bill; refund it in Stripe instead of voiding.")
@@ -142,8 +157,24 @@ def void_record(billing_record, *, by, reason):
         close_record(sibling, BillingStatus.VOID, by=by, reason=reason)
 
 
+def settle_failed_triggers(job):
+    """A failure the office dealt with another way no longer needs a person, and must not be retried."""
+    for trigger in job.billing_triggers:
+        if trigger.status == TriggerStatus.FAILED:
+            trigger.status = TriggerStatus.CANCELLED
+            trigger.finished_at = utcnow()
+
+
+def require_worker_idle(job):
+    """Office overrides wait until the worker has finished with the job, or the two would race."""
+    if any(t.status == TriggerStatus.PENDING for t in job.billing_triggers) or (
+            job.live_billing_record is not None and job.live_billing_record.status == BillingStatus.PENDING):
+        raise TransitionNotAllowed("Billing is in progress for this job; try again in a moment.")
+
+
 def close_record(billing_record, status, *, by, reason):
     """End a record (void, no charge); the job goes back to not billed."""
+    settle_failed_triggers(billing_record.job)
     record(by, "billing.record_closed", billing_record, job=billing_record.job, field="status",
            old=billing_record.status, new=status, detail={"record_id": billing_record.id, "reason": reason})
     billing_record.status = status
@@ -165,10 +196,14 @@ def rebill_job(job, *, by):
         raise TransitionNotAllowed("This job is already being billed.")
     if not job.line_items:
         raise TransitionNotAllowed("Add line items, or mark the job no charge.")
+    from portal.clients.models import Batching
+
+    settle_failed_triggers(job)
     trigger = BillingTrigger(job=job, status=TriggerStatus.PENDING)
     db.session.add(trigger)
     db.session.flush()
-    set_billing_status(job, BillingStatus.PENDING, by=by)
+    waits_for_batch = job.client.batching != Batching.PER_JOB
+    set_billing_status(job, BillingStatus.READY_TO_BILL if waits_for_batch else BillingStatus.PENDING, by=by)
     record(by, "billing.rebill_requested", trigger, job=job, detail={"trigger_id": trigger.id})
     enqueue_trigger(trigger)
     return trigger
@@ -205,6 +240,9 @@ def mark_no_charge(job, *, by, reason):
     live = job.live_billing_record
     if live is not None:
         void_record(live, by=by, reason=f"No charge: {reason}")
+    else:
+        require_worker_idle(job)
+    settle_failed_triggers(job)
     for trigger in job.billing_triggers:
         if trigger.status == TriggerStatus.PENDING:
             trigger.status = TriggerStatus.CANCELLED
@@ -307,3 +345,98 @@ def bill_now(job_ids, *, by):
     now = utcnow()
     return [open_batch(client, client_jobs, f"manual-{now:%Y%m%d%H%M%S%f}", by=by)
             for client, client_jobs in by_client.items()]
+
+
+# --- Office billing screens: retrying failed billing, and what needs a person ---------------------
+
+def retry_job_billing(job, *, by):
+    """The office's "Retry now" on a job whose billing failed: its batch, or its own trigger, tries again."""
+    job = lock_job(job)
+    # Only while the job still shows "Billing failed": a failure the office settled another way
+    # (void, no charge, re-bill) must not come back to life and bill the customer.
+    if job.billing_status != BillingStatus.FAILED:
+        raise TransitionNotAllowed("This job's billing has not failed, so there is nothing to retry.")
+    live = job.live_billing_record
+    if live is not None and live.batch is not None:
+        return retry_billing_batch(live.batch, by=by)
+    trigger = job.billing_triggers[-1] if job.billing_triggers else None
+    if trigger is None or trigger.status != TriggerStatus.FAILED:
+        raise TransitionNotAllowed("This job has no failed billing attempt to retry.")
+    retry_trigger(trigger, by=by)
+    return trigger
+
+
+def retry_billing_batch(batch, *, by):
+    """"Retry now" on a failed batch: a fresh round of attempts at its one invoice."""
+    from portal.billing.models import BillingBatch
+
+    batch = db.session.scalars(select(BillingBatch).where(BillingBatch.id == batch.id).with_for_update()
+                               .execution_options(populate_existing=True)).one()
+    if batch.status != TriggerStatus.FAILED:
+        raise TransitionNotAllowed("Only a failed batch can be retried.")
+    failed = [r for r in batch.records if r.live and r.status == BillingStatus.FAILED]
+    if not failed:
+        raise TransitionNotAllowed("Every bill in this batch was closed; there is nothing left to retry.")
+    batch.status = TriggerStatus.PENDING
+    batch.attempts = 0
+    batch.finished_at = None
+    batch.lease_until = None
+    for billing_record in failed:
+        billing_record.status = BillingStatus.PENDING
+        set_billing_status(billing_record.job, BillingStatus.PENDING, by=by)
+        record(by, "billing.retry_requested", batch, job=billing_record.job, detail={"batch_id": batch.id})
+    enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=retry_policy())
+    return batch
+
+
+class BillingAttention:
+    """What the Needs attention page lists: failed billing, and billing pending for too long."""
+
+    def __init__(self, failed_triggers, failed_batches, stuck_triggers, stuck_batches, unconfirmed_emails):
+        self.failed_triggers = failed_triggers
+        self.failed_batches = failed_batches
+        self.stuck_triggers = stuck_triggers
+        self.stuck_batches = stuck_batches
+        self.unconfirmed_emails = unconfirmed_emails
+
+    def __bool__(self):
+        return bool(self.failed_triggers or self.failed_batches or self.stuck_triggers or self.stuck_batches
+                    or self.unconfirmed_emails)
+
+
+def billing_attention(now=None):
+    """Billing that failed and still shows so, and triggers or batches pending for over 15 minutes."""
+    from portal.billing.emails import unconfirmed_emails
+    from portal.billing.models import BillingBatch, BillingRecord
+
+    now = now or utcnow()
+    stale = now - STUCK_AFTER
+    failed_triggers = needs_attention()
+    failed_batches = db.session.scalars(
+        select(BillingBatch).where(BillingBatch.status == TriggerStatus.FAILED)
+        .where(BillingBatch.records.any(BillingRecord.live.is_(True) & (BillingRecord.status == BillingStatus.FAILED)))
+        .order_by(BillingBatch.id)).all()
+    stuck = {}
+    for model in (BillingTrigger, BillingBatch):
+        # A worker holding the lease is still at it; anything else this old was lost or is failing slowly.
+        stuck[model] = db.session.scalars(
+            select(model).where(model.status == TriggerStatus.PENDING, model.created_at < stale)
+            .where(model.lease_until.is_(None) | (model.lease_until < now))
+            .order_by(model.id)).all()
+    return BillingAttention(failed_triggers, failed_batches, stuck[BillingTrigger], stuck[BillingBatch],
+                            unconfirmed_emails(now))
+
+
+def ready_to_bill_by_client(user):
+    """Completed jobs waiting for their batch, as (client, jobs) pairs by client name, oldest completion first."""
+    from sqlalchemy.orm import selectinload
+
+    from portal.jobs.models import Job
+
+    jobs = db.session.scalars(
+        visible_jobs(user).options(selectinload(Job.client), selectinload(Job.site), selectinload(Job.line_items))
+        .where(Job.billing_status == BillingStatus.READY_TO_BILL).order_by(Job.completed_at, Job.id)).all()
+    by_client = {}
+    for job in jobs:
+        by_client.setdefault(job.client, []).append(job)
+    return sorted(by_client.items(), key=lambda pair: (pair[0].name.lower(), pair[0].id))

@@ -277,3 +277,30 @@ class CompleteJobForm(OfficeForm):
 class ReopenJobForm(OfficeForm):
     reason = TextAreaField("Why reopen it?", validators=[DataRequired(message="Say why the job is reopened."),
                                                          Length(max=2000)])
+
+
+# --- Billing: the office's overrides on a job's bill, and "Bill now" --------------------------------
+
+PAID_OFFLINE_METHODS = options([("cash", "Cash"), ("check", "Check"), ("other", "Other")])
+
+
+class VoidBillForm(OfficeForm):
+    reason = TextAreaField("Why void it?", validators=[DataRequired(message="Say why the bill is voided."),
+                                                       Length(max=2000)])
+
+
+class PaidOfflineForm(OfficeForm):
+    method = SelectField("Paid by", choices=PAID_OFFLINE_METHODS)
+    note = StringField("Note", validators=[Optional(), Length(max=500)],
+                       description="Check number, receipt, who took it… (optional)")
+
+
+class NoChargeForm(OfficeForm):
+    reason = TextAreaField("Why no charge?", validators=[DataRequired(message="Say why there is no charge."),
+                                                         Length(max=2000)])
+
+
+class BillNowForm(OfficeForm):
+    # Whether each job is still ready to bill is the service's question, asked under a row lock.
+    job_ids = SelectMultipleField("Jobs", coerce=int, validate_choice=False,
+                                  validators=[DataRequired(message="Choose at least one job to bill.")])

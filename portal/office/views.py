@@ -448,3 +448,6 @@ def change_template_activity(template_id, change, done):
     db.session.commit()
     flash(f"{template.name} {done}.", "success")
     return redirect(url_for("office.templates"))
+
+
+from portal.office import billing_views  # noqa: E402,F401  (registers the billing routes on this blueprint)
