@@ -56,6 +56,7 @@ class Config:
         self.BILLING_RETRY_SECONDS = os.environ.get("BILLING_RETRY_SECONDS", "5,30,120,600")
         self.PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
         self.BUSINESS_NAME = os.environ.get("BUSINESS_NAME", "Closeout Services")
+        self.BUSINESS_LOGO_PATH = os.environ.get("BUSINESS_LOGO_PATH") or None
         self.BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "UTC")
         # Percent, as a decimal string ("8.25"): the business's sales tax on taxable lines.
         self.SALES_TAX_PERCENT = os.environ.get("SALES_TAX_PERCENT", "0")

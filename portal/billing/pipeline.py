@@ -235,7 +235,7 @@ def bill_by_invoice(intent):
                    field="stripe_invoice_id", new=invoice.id)
         db.session.commit()
     invoice_id = intent.lead.stripe_invoice_id
-    already_added = {item.metadata.get("line_item_id") for item in gateway.list_invoice_items(invoice_id)}
+    already_added = {gateway.metadata_of(item).get("line_item_id") for item in gateway.list_invoice_items(invoice_id)}
     for job in jobs:
         prefix = f"{job.number}: " if len(jobs) > 1 else ""
         for line in job.line_items:

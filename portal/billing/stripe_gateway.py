@@ -55,6 +55,11 @@ def _write(key):
     return {"idempotency_key": key}
 
 
+def metadata_of(stripe_object):
+    """A Stripe object's metadata as a plain dict (StripeObject is not a dict)."""
+    return stripe_object.metadata.to_dict() if stripe_object.metadata else {}
+
+
 # --- Customers ------------------------------------------------------------------------------------
 
 def create_customer(*, name, email, phone, metadata, key):
@@ -104,7 +109,7 @@ def find_invoice(customer_id, metadata_key, metadata_value):
     """Our invoice for this intent, if Stripe has it: the fallback once idempotency keys expired."""
     invoices = call(client().v1.invoices.list, params={"customer": customer_id, "limit": 100})
     for invoice in invoices.auto_paging_iter():
-        if (invoice.metadata or {}).get(metadata_key) == metadata_value:
+        if metadata_of(invoice).get(metadata_key) == metadata_value:
             return invoice
     return None
 
@@ -182,6 +187,6 @@ def find_payment_link(metadata_key, metadata_value):
     """Our payment link for this intent, if Stripe has it (after idempotency keys expired)."""
     links = call(client().v1.payment_links.list, params={"limit": 100})
     for link in links.auto_paging_iter():
-        if (link.metadata or {}).get(metadata_key) == metadata_value:
+        if metadata_of(link).get(metadata_key) == metadata_value:
             return link
     return None

@@ -12,9 +12,10 @@ from portal.errors import ServiceError, Unprocessable
 from portal.extensions import db
 from portal.jobs.models import Photo
 from portal.jobs.services import get_job_for, mark_started, require_crew_editable
-from portal.photos.derivatives import ensure_thumbnail, thumbnail_key
+from portal.photos.derivatives import derivative_keys, ensure_derivatives, ensure_thumbnail
 from portal.photos.storage import get_storage
 from portal.photos.validation import check_photo
+from portal.queue import enqueue_after_commit
 
 log = logging.getLogger(__name__)
 FILES_TO_DELETE = "closeout_photo_files_to_delete"  # key in Session.info
@@ -57,6 +58,8 @@ def add_photo(job, upload, *, by):
     )
     db.session.add(photo)
     db.session.flush()
+    # The worker makes the web copy and thumbnail once the row is committed (issue 4, section 1).
+    enqueue_after_commit(db.session, "portal.photos.tasks.make_photo_derivatives", photo.id)
     mark_started(job, by)
     record(by, "photo.added", photo, job=job, new=checked.filename,
            detail={"sha256": checked.sha256, "size": checked.size, "content_type": checked.format.content_type})
@@ -83,7 +86,7 @@ def remove_photo(photo, *, by):
     job = photo.job
     require_photos_editable(job, by)
     record(by, "photo.removed", photo, job=job, old=photo.original_filename, detail={"sha256": photo.sha256})
-    delete_files_after_commit(get_storage(), [photo.storage_key, thumbnail_key(photo.storage_key)])
+    delete_files_after_commit(get_storage(), [photo.storage_key, *derivative_keys(photo.storage_key)])
     job.photos.remove(photo)
     db.session.delete(photo)
 
@@ -106,6 +109,12 @@ def open_thumbnail(photo):
     """The photo's JPEG thumbnail, made and cached on first use, opened for reading."""
     storage = get_storage()
     return storage.open(ensure_thumbnail(storage, photo.storage_key))
+
+
+def open_web_copy(photo):
+    """The photo's 1600 px JPEG web copy, made on first use if the worker has not yet, opened for reading."""
+    web_copy, _ = ensure_derivatives(photo)
+    return get_storage().open(web_copy)
 
 
 def delete_files_after_commit(storage, keys):

@@ -39,3 +39,12 @@ def thumbnail(photo_id):
     photo = photos.get_photo_for(current_user, photo_id)
     return photo_response(photos.open_thumbnail(photo), "image/jpeg", f"{photo.sha256}-thumb",
                           f"{photo.job.number or photo.job_id}-photo-{photo.id}-thumb.jpg")
+
+
+@bp.get(f"/<{ROW_ID}:photo_id>/web")
+@login_required
+def web(photo_id):
+    """A 1600 px upright JPEG without metadata (the copy the proof PDF shows)."""
+    photo = photos.get_photo_for(current_user, photo_id)
+    return photo_response(photos.open_web_copy(photo), "image/jpeg", f"{photo.sha256}-web",
+                          f"{photo.job.number or photo.job_id}-photo-{photo.id}.jpg")
