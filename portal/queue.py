@@ -8,6 +8,8 @@ import threading
 from flask import current_app
 from redis import Redis
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.utils import import_attribute
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -43,6 +45,20 @@ def enqueue(dotted_name, *args, queue="default", **options):
         thread.start()
         return thread
     return get_queue(queue).enqueue_call(dotted_name, args=args, **options)
+
+
+ACTIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def is_queued(job_id):
+    """Whether Redis still has this job waiting, scheduled for a retry, or running."""
+    connection = redis_connection()
+    if connection is None:
+        return False  # in-process tasks leave no trace; a pending row means the thread is gone
+    try:
+        return Job.fetch(job_id, connection=connection).get_status() in ACTIVE_STATUSES
+    except NoSuchJobError:
+        return False
 
 
 def _run_in_process(app, dotted_name, args):

@@ -111,6 +111,10 @@ def app(_migrated_app):
         from portal.extensions import db
 
         db.session.remove()
+        from portal.queue import QUEUE_NAMES, get_queue
+
+        for name in QUEUE_NAMES:  # ids restart with the tables, so old jobs would name new rows
+            get_queue(name).empty()
         tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
         with db.engine.begin() as connection:
             connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

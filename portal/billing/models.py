@@ -79,6 +79,9 @@ class LeasedWork:
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     lease_until = mapped_column(UTCDateTime, nullable=True)
+    # The RQ job last enqueued for it: the sweeper asks Redis whether that job is still alive.
+    rq_job_id: Mapped[str | None] = mapped_column(String(100))
+    enqueued_at = mapped_column(UTCDateTime, nullable=True)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     finished_at = mapped_column(UTCDateTime, nullable=True)
 
@@ -100,7 +103,6 @@ class BillingTrigger(LeasedWork, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
-    enqueued_at = mapped_column(UTCDateTime, nullable=True)
     # The proof-of-work packet for this completion: the stored PDF and the fingerprint printed on it.
     proof_pdf_key: Mapped[str | None] = mapped_column(String(255))
     proof_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -1,4 +1,5 @@
 """Billing rules the web process uses: enqueueing triggers, sweeping lost ones, office retries."""
+import uuid
 from datetime import timedelta
 
 from flask import current_app
@@ -10,10 +11,11 @@ from portal.billing.models import BillingStatus, BillingTrigger, TriggerStatus
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db
 from portal.jobs.services import lock_job, set_billing_status, visible_jobs
-from portal.queue import enqueue, enqueue_after_commit
+from portal.queue import enqueue, enqueue_after_commit, is_queued
 from portal.timeutil import utcnow
 
 PROCESS_TRIGGER = "portal.billing.tasks.process_billing_trigger"
+PROCESS_BATCH = "portal.billing.tasks.process_billing_batch"
 def retry_policy():
     """RQ retries for transient failures: by default about a quarter of an hour before a person is asked."""
     intervals = [int(s) for s in current_app.config["BILLING_RETRY_SECONDS"].split(",")]
@@ -21,37 +23,47 @@ def retry_policy():
 STUCK_AFTER = timedelta(minutes=15)
 
 
+def enqueue_work(row, dotted_name, *, now=None):
+    """Hand a trigger or batch to the worker once this transaction commits, under a job id we keep."""
+    row.enqueued_at = now or utcnow()
+    row.rq_job_id = f"{row.__tablename__}-{row.id}-{uuid.uuid4().hex[:12]}"
+    enqueue_after_commit(db.session, dotted_name, row.id, retry=retry_policy(), job_id=row.rq_job_id)
+
+
 def enqueue_trigger(trigger, *, now=None):
     """Hand the trigger to the worker once this transaction commits."""
-    trigger.enqueued_at = now or utcnow()
-    enqueue_after_commit(db.session, PROCESS_TRIGGER, trigger.id, retry=retry_policy())
+    enqueue_work(trigger, PROCESS_TRIGGER, now=now)
+
+
+def enqueue_batch(batch, *, now=None):
+    enqueue_work(batch, PROCESS_BATCH, now=now)
+
+
+def lost(row, now):
+    """Pending work that no worker holds and that Redis no longer has queued, scheduled or running."""
+    if row.lease_until is not None and row.lease_until >= now:
+        return False
+    if row.rq_job_id is None:
+        return True
+    return not is_queued(row.rq_job_id)
 
 
 def sweep(now=None):
-    """Re-enqueue every pending trigger or batch that was never queued, or whose work got stuck or lost."""
+    """Re-enqueue every pending trigger or batch that Redis lost, never got, or whose job died."""
     from portal.billing.models import BillingBatch
 
     now = now or utcnow()
-    stale = now - STUCK_AFTER
-    triggers = db.session.scalars(
-        select(BillingTrigger)
-        .where(BillingTrigger.status == TriggerStatus.PENDING)
-        .where((BillingTrigger.enqueued_at.is_(None)) | (BillingTrigger.enqueued_at < stale))
-        .where((BillingTrigger.lease_until.is_(None)) | (BillingTrigger.lease_until < now))
-        .with_for_update(skip_locked=True)
-    ).all()
-    for trigger in triggers:
-        enqueue_trigger(trigger, now=now)
-    batches = db.session.scalars(
-        select(BillingBatch)
-        .where(BillingBatch.status == TriggerStatus.PENDING, BillingBatch.created_at < stale)
-        .where((BillingBatch.lease_until.is_(None)) | (BillingBatch.lease_until < now))
-        .with_for_update(skip_locked=True)
-    ).all()
-    for batch in batches:
-        enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=retry_policy())
+    swept = []
+    for model, dotted_name in ((BillingTrigger, PROCESS_TRIGGER), (BillingBatch, PROCESS_BATCH)):
+        pending = db.session.scalars(
+            select(model).where(model.status == TriggerStatus.PENDING).with_for_update(skip_locked=True)
+        ).all()
+        for row in pending:
+            if lost(row, now):
+                enqueue_work(row, dotted_name, now=now)
+                swept.append(row)
     db.session.commit()
-    return triggers + batches
+    return swept
 
 
 def retry_trigger(trigger, *, by):
@@ -89,7 +101,6 @@ def run_now(dotted_name, *args):
 
 SEND_BILL_EMAIL = "portal.billing.tasks.send_bill_email_task"
 RESEND_BILL_EMAIL = "portal.billing.tasks.resend_bill_email_task"
-PROCESS_BATCH = "portal.billing.tasks.process_billing_batch"
 OPEN_STATUSES = (BillingStatus.SENT, BillingStatus.PROCESSING, BillingStatus.PAYMENT_FAILED, BillingStatus.OVERDUE)
 
 
@@ -293,7 +304,7 @@ def open_batch(client, jobs, key, *, by):
     db.session.flush()
     record(by, "billing.batch_opened", batch, detail={"batch_id": batch.id, "period": key,
                                                       "jobs": [job.number for job in jobs]})
-    enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=retry_policy())
+    enqueue_batch(batch)
     return batch
 
 
@@ -385,7 +396,7 @@ def retry_billing_batch(batch, *, by):
         billing_record.status = BillingStatus.PENDING
         set_billing_status(billing_record.job, BillingStatus.PENDING, by=by)
         record(by, "billing.retry_requested", batch, job=billing_record.job, detail={"batch_id": batch.id})
-    enqueue_after_commit(db.session, PROCESS_BATCH, batch.id, retry=retry_policy())
+    enqueue_batch(batch)
     return batch
 
 

@@ -1,8 +1,8 @@
 """foundation and closeout to cash schema
 
-Revision ID: 2305df05a51a
+Revision ID: a45753a9d3b1
 Revises: 
-Create Date: 2026-11-27 11:42:10.673043
+Create Date: 2026-11-27 12:21:57.151885
 
 """
 from alembic import op
@@ -12,7 +12,7 @@ import portal.timeutil
 
 
 # revision identifiers, used by Alembic.
-revision = '2305df05a51a'
+revision = 'a45753a9d3b1'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -87,11 +87,13 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.Integer(), nullable=False),
     sa.Column('period_key', sa.String(length=40), nullable=False),
+    sa.Column('stripe_invoice_id', sa.String(length=64), nullable=True),
     sa.Column('status', sa.Enum('pending', 'done', 'failed', 'cancelled', name='triggerstatus', native_enum=False, length=24), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('lease_until', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('stripe_invoice_id', sa.String(length=64), nullable=True),
+    sa.Column('rq_job_id', sa.String(length=100), nullable=True),
+    sa.Column('enqueued_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', portal.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['client_id'], ['clients.id'], name=op.f('fk_billing_batches_client_id_clients')),
@@ -173,13 +175,14 @@ def upgrade():
     op.create_table('billing_triggers',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('job_id', sa.Integer(), nullable=False),
+    sa.Column('proof_pdf_key', sa.String(length=255), nullable=True),
+    sa.Column('proof_sha256', sa.String(length=64), nullable=True),
     sa.Column('status', sa.Enum('pending', 'done', 'failed', 'cancelled', name='triggerstatus', native_enum=False, length=24), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('enqueued_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lease_until', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('proof_pdf_key', sa.String(length=255), nullable=True),
-    sa.Column('proof_sha256', sa.String(length=64), nullable=True),
+    sa.Column('rq_job_id', sa.String(length=100), nullable=True),
+    sa.Column('enqueued_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', portal.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_billing_triggers_job_id_jobs')),
