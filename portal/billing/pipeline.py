@@ -326,7 +326,9 @@ def bill_by_payment_link(billing_record):
         record(WORKER, "billing.stripe_payment_link_created", billing_record, job=job,
                field="stripe_payment_link_id", new=link.id)
         db.session.commit()
-    move_record(billing_record, BillingStatus.SENT, hosted_url=billing_record.hosted_url)
+    # Draft policy: the link exists but the customer hears nothing until the office approves it.
+    status = BillingStatus.SENT if billing_record.auto_send else BillingStatus.DRAFT
+    move_record(billing_record, status, hosted_url=billing_record.hosted_url)
 
 
 def note_failure(trigger, error, *, final):
@@ -351,6 +353,12 @@ def note_failure(trigger, error, *, final):
 def run_batch(batch):
     """One invoice for the batch's jobs, each line prefixed with its job number."""
     intent = InvoiceIntent.for_batch(batch)
+    for billing_record in intent.records:
+        # The job's own trigger normally rendered its proof already; a batch billed at once may not wait.
+        trigger = billing_record.trigger or billing_record.job.billing_triggers[-1]
+        prepare_proof(trigger)
+        billing_record.trigger = trigger
+    db.session.commit()
     if intent.records:
         bill_by_invoice(intent)
         if intent.lead.status == BillingStatus.SENT:

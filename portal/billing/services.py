@@ -7,7 +7,7 @@ from rq import Retry
 from sqlalchemy import select
 
 from portal.audit.services import record
-from portal.billing.models import BillingStatus, BillingTrigger, TriggerStatus
+from portal.billing.models import BillingStatus, BillingTrigger, RecordKind, TriggerStatus
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db
 from portal.jobs.services import lock_job, set_billing_status, visible_jobs
@@ -135,7 +135,12 @@ def approve_draft(billing_record, *, by):
         raise TransitionNotAllowed("Only a draft invoice can be approved.")
     record(by, "billing.draft_approved", billing_record, job=billing_record.job,
            detail={"record_id": billing_record.id})
-    send_invoice(intent_for(billing_record))  # commits: Stripe has sent it, so we keep that fact
+    if billing_record.kind == RecordKind.PAYMENT_LINK:
+        from portal.billing.pipeline import move_record
+
+        move_record(billing_record, BillingStatus.SENT, by=by)
+    else:
+        send_invoice(intent_for(billing_record))  # commits: Stripe has sent it, so we keep that fact
     enqueue_after_commit(db.session, SEND_BILL_EMAIL, intent_for(billing_record).lead.id)
     db.session.commit()
 
@@ -295,8 +300,10 @@ def open_batch(client, jobs, key, *, by):
     db.session.add(batch)
     for job in jobs:
         totals = job.totals
+        proved = [t for t in job.billing_triggers if t.proof_pdf_key is not None]
         db.session.add(BillingRecord(
-            job=job, batch=batch, kind=RecordKind.INVOICE, status=BillingStatus.PENDING, live=True,
+            job=job, batch=batch, trigger=proved[-1] if proved else None,
+            kind=RecordKind.INVOICE, status=BillingStatus.PENDING, live=True,
             auto_send=client.send_mode.value == "auto", currency=job.currency,
             subtotal=totals.subtotal, tax=totals.tax, total=totals.total,
         ))
