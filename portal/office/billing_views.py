@@ -12,13 +12,13 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from portal.billing.models import BillingStatus, CustomerEmail, TriggerStatus
-from portal.billing.services import (OPEN_STATUSES, STUCK_AFTER, approve_draft, bill_now, mark_no_charge,
-                                     mark_paid_offline, rebill_job, resend_email, void_record)
+from portal.billing.services import (OPEN_STATUSES, STUCK_AFTER, approve_draft, bill_now, billing_attention,
+                                     mark_no_charge, mark_paid_offline, ready_to_bill_by_client, rebill_job,
+                                     resend_email, retry_job_billing, void_record)
 from portal.billing.stripe_gateway import StripeRefused, StripeUnavailable
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db
 from portal.jobs.models import WorkStatus
-from portal.billing.services import billing_attention, ready_to_bill_by_client, retry_job_billing
 from portal.jobs.services import get_job_for
 from portal.office.forms import BillNowForm, NoChargeForm, PaidOfflineForm, VoidBillForm
 from portal.office.views import actor, bp, refused_status, render_job_page
