@@ -24,17 +24,21 @@ def create_app(config=None):
     from portal.auth import services as _auth_services  # noqa: F401  (registers the user loader)
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
+    from portal.board.views import bp as board_bp
     from portal.crew.views import bp as crew_bp
     from portal.demo import views as demo_views
     from portal.documents.views import bp as documents_bp
     from portal.office.views import bp as office_bp
+    from portal.payments.views import bp as payments_bp
     from portal.photos.views import bp as photos_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(crew_bp, url_prefix="/crew")
     app.register_blueprint(office_bp, url_prefix="/office")
+    app.register_blueprint(board_bp, url_prefix="/office/board")
     app.register_blueprint(photos_bp, url_prefix="/photos")
     app.register_blueprint(api_bp, url_prefix="/api/v1")
+    app.register_blueprint(payments_bp)  # /webhooks/stripe (signed, no login) and /webhooks/issues (staff)
     app.register_blueprint(documents_bp, url_prefix="/d")  # customers' links: no login, hashed tokens
     demo_views.init_app(app)  # development only: the caught-mail outbox
     csrf.exempt(api_bp)  # bearer tokens, not cookies: CSRF cannot ride on them

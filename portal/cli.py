@@ -64,3 +64,7 @@ def init_app(app: Flask):
     from portal.billing.cli import billing_cli
 
     app.cli.add_command(billing_cli)
+
+    from portal.payments.cli import stripe_cli
+
+    app.cli.add_command(stripe_cli)

@@ -60,6 +60,9 @@ class Config:
         self.BUSINESS_TIMEZONE = os.environ.get("BUSINESS_TIMEZONE", "UTC")
         # Percent, as a decimal string ("8.25"): the business's sales tax on taxable lines.
         self.SALES_TAX_PERCENT = os.environ.get("SALES_TAX_PERCENT", "0")
+        # Payment sync: who hears when Stripe events fail, and how long a silent endpoint may stay silent.
+        self.ALERT_EMAIL = os.environ.get("ALERT_EMAIL") or self.OFFICE_EMAIL
+        self.WEBHOOK_SILENCE_WARNING_HOURS = _int("WEBHOOK_SILENCE_WARNING_HOURS", 24)
 
 
 class DevelopmentConfig(Config):

@@ -6,6 +6,7 @@ re-enqueues what is still pending, and a batch run only bills jobs still ready t
 from rq.cron import CronScheduler
 
 from portal.billing import tasks as billing_tasks
+from portal.payments import tasks as payments_tasks
 
 EVERY_FIVE_MINUTES = 300
 
@@ -15,4 +16,6 @@ def build_cron(connection, queue_name):
     cron = CronScheduler(connection=connection, name="closeout-cron")
     cron.register(billing_tasks.sweep_triggers, queue_name, interval=EVERY_FIVE_MINUTES)
     cron.register(billing_tasks.run_due_batches, queue_name, cron="15 6 * * *")  # daily, 06:15 UTC
+    cron.register(payments_tasks.reconcile_with_stripe, queue_name, cron="7 * * * *")  # hourly
+    cron.register(payments_tasks.sweep_overdue, queue_name, cron="30 * * * *")  # hourly: due dates pass all day
     return cron

@@ -4,6 +4,7 @@ A route with no entry in ACCESS fails the test, so a new route cannot ship witho
 decision about who may reach it.
 """
 import io
+import uuid
 
 import pytest
 from PIL import Image
@@ -41,13 +42,18 @@ ACCESS.update({endpoint: JOB_CREW for endpoint in (
     "crew.job", "crew.confirm_complete", "crew.complete", "crew.add_item", "crew.remove_item", "crew.add_note",
     "crew.add_photos", "crew.remove_photo")})
 ACCESS["crew.my_jobs"] = {"crew", "other_crew"}
+# Payment sync: the receiver is public but signature-checked (unsigned requests get 400, see
+# tests/test_webhooks.py); the Webhook issues page and its actions are for staff.
+ACCESS["payments.stripe_webhook"] = EVERYONE
+ACCESS.update({endpoint: STAFF for endpoint in (
+    "payments.webhook_issues", "payments.retry_webhook_event", "payments.ignore_webhook_event")})
 ACCESS.update({endpoint: API for endpoint in (
     "api.list_clients", "api.create_client", "api.get_client", "api.list_jobs", "api.create_job", "api.get_job",
     "api.complete_job")})
 
 
 def access_for(endpoint):
-    if endpoint.startswith("office."):
+    if endpoint.startswith(("office.", "board.")):  # the live board lives under /office too: staff only
         return STAFF
     return ACCESS.get(endpoint)
 
@@ -61,9 +67,21 @@ def objects_for(crew):
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), "teal").save(buffer, "JPEG")
     photo = add_photo(job, FileStorage(io.BytesIO(buffer.getvalue()), "a.jpg"), by=Actor.for_user(crew))
+    event_id = failed_webhook_event()
     db.session.commit()
-    return {"job_id": job.id, "item_id": job.line_items[0].id, "photo_id": photo.id, "client_id": client_row.id,
+    return {"event_id": event_id, "job_id": job.id, "item_id": job.line_items[0].id, "photo_id": photo.id, "client_id": client_row.id,
             "site_id": site.id, "template_id": template.id, "filename": "closeout.css", "token": "x" * 43}
+
+
+def failed_webhook_event():
+    """A failed Stripe event for the Webhook issues page's Retry and Ignore."""
+    from portal.payments.models import EventStatus, WebhookEvent
+
+    event = WebhookEvent(stripe_event_id=f"evt_matrix_{uuid.uuid4().hex}", type="invoice.paid",
+                         payload={}, stripe_created=0, status=EventStatus.FAILED, error="matrix")
+    db.session.add(event)
+    db.session.flush()
+    return event.id
 
 
 @pytest.fixture

@@ -190,3 +190,60 @@ def find_payment_link(metadata_key, metadata_value):
         if metadata_of(link).get(metadata_key) == metadata_value:
             return link
     return None
+
+
+# --- Payment sync (portal/payments): reads for reconciling, and the webhook endpoint -------------
+
+def list_events(*, created_after=None, types=None, delivery_success=None):
+    """Stripe's events, newest first, as an iterator over every page."""
+    params = {"limit": 100}
+    if created_after is not None:
+        params["created"] = {"gt": created_after}
+    if types:
+        params["types"] = list(types)
+    if delivery_success is not None:
+        params["delivery_success"] = delivery_success
+    return call(client().v1.events.list, params=params).auto_paging_iter()
+
+
+def invoice_for_payment_intent(payment_intent_id):
+    """The invoice a PaymentIntent pays, via its invoice payment; None for a payment-link payment."""
+    payments = call(client().v1.invoice_payments.list,
+                    params={"payment": {"type": "payment_intent", "payment_intent": payment_intent_id}, "limit": 1})
+    return payments.data[0].invoice if payments.data else None
+
+
+def retrieve_payment_intent(payment_intent_id):
+    return call(client().v1.payment_intents.retrieve, payment_intent_id)
+
+
+def retrieve_charge(charge_id):
+    return call(client().v1.charges.retrieve, charge_id)
+
+
+def checkout_sessions_for_link(link_id):
+    """Every checkout session of a payment link, newest first: the link's payments."""
+    sessions = call(client().v1.checkout.sessions.list, params={"payment_link": link_id, "limit": 100})
+    return list(sessions.auto_paging_iter())
+
+
+def list_webhook_endpoints():
+    return list(call(client().v1.webhook_endpoints.list, params={"limit": 100}).auto_paging_iter())
+
+
+def create_webhook_endpoint(*, url, enabled_events, key):
+    params = {"url": url, "enabled_events": list(enabled_events), "description": "Closeout payment sync"}
+    return call(client().v1.webhook_endpoints.create, params=params, options=_write(key))
+
+
+def update_webhook_endpoint(endpoint_id, *, enabled_events, key):
+    return call(client().v1.webhook_endpoints.update, endpoint_id, params={"enabled_events": list(enabled_events)},
+                options=_write(key))
+
+
+def latest_payment_intent_for_invoice(invoice_id):
+    """The PaymentIntent of an invoice's newest payment attempt, or None before any attempt."""
+    payments = call(client().v1.invoice_payments.list, params={"invoice": invoice_id, "limit": 1})
+    if not payments.data:
+        return None
+    return retrieve_payment_intent(payments.data[0].payment.payment_intent)

@@ -6,6 +6,7 @@ prints where to click and who to sign in as.
 import argparse
 import atexit
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 from portal.config import INSTANCE_DIR
 
 SANDBOX_KEY = "sk_test_closeout_demo"
+# The demo's own webhook signing secret, shared by the sandbox and the portal; demo only, never a real one.
+DEMO_WEBHOOK_SECRET = "whsec_closeout_demo_only"
 
 
 def parse_args():
@@ -27,17 +30,23 @@ def start_stripe_sandbox(port, portal_url):
     """The local Stripe stand-in, as its own process; None if this checkout has no sandbox."""
     if not (Path(__file__).resolve().parents[2] / "stripe_sandbox").is_dir():
         return None
-    command = [sys.executable, "-m", "stripe_sandbox", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "stripe_sandbox", "--port", str(port),
+               "--webhook", f"{portal_url}/webhooks/stripe", "--webhook-secret", DEMO_WEBHOOK_SECRET]
+    log = open(INSTANCE_DIR / "stripe-sandbox.log", "ab")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     atexit.register(process.terminate)
     ready = process.stdout.readline().strip()
+    while ready and "listening on" not in ready:
+        ready = process.stdout.readline().strip()
     if "listening on" not in ready:
-        raise SystemExit(f"the Stripe sandbox did not start: {ready!r}")
+        raise SystemExit("the Stripe sandbox did not start; see instance/stripe-sandbox.log")
     return ready.rsplit(" ", 1)[-1]
 
 
 def main():
     args = parse_args()
+    # Stop the sandbox and the mail catcher with us, on Ctrl-C and on kill alike.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     INSTANCE_DIR.mkdir(exist_ok=True)
     os.environ["CLOSEOUT_ENV"] = "development"
     os.environ.pop("REDIS_URL", None)  # the embedded default: tasks run in-process
@@ -47,6 +56,7 @@ def main():
     if sandbox_url:
         os.environ["STRIPE_API_BASE"] = sandbox_url
         os.environ["STRIPE_SECRET_KEY"] = SANDBOX_KEY
+        os.environ["STRIPE_WEBHOOK_SECRET"] = DEMO_WEBHOOK_SECRET
 
     from portal.demo.mailcatcher import start_mailcatcher
 
@@ -75,7 +85,9 @@ def main():
     for role, email in summary["logins"]:
         print(f"    {role:<8} {email}")
     print()
-    print("  Crew: open it at a phone size (375 px) and close out a job. Ctrl-C stops everything.")
+    print("  The loop: a crew member completes a job on a phone (375 px) → the invoice or payment link is")
+    print("  created in the sandbox and emailed (see the outbox) → open the email's Pay button and pay →")
+    print("  the office board shows the job paid within seconds. Ctrl-C stops everything.")
     print()
     sys.stdout.flush()
 

@@ -1,0 +1,1 @@
+"""Payment status sync: Stripe's webhooks, their processing, and reconciliation (issue 5)."""

@@ -1,0 +1,160 @@
+"""The registry: each Stripe event type Closeout handles, and what it does to billing records.
+
+A handler finds the records (by our metadata, then by the Stripe ids we stored), locks them,
+and hands sync.apply_change the status the event implies; precedence decides.
+"""
+from portal.billing.models import BillingStatus as S
+from portal.billing.pipeline import RECORD_METADATA_KEY
+from portal.payments.sync import (Change, Verdict, apply_change, confirms_payment, current_invoice_change,
+                                  current_link_change, fill_amount_paid, from_unix, invoice_change, lock_records)
+from portal.timeutil import utcnow
+
+HANDLERS = {}
+
+
+def handles(*event_types):
+    def register(handler):
+        for event_type in event_types:
+            HANDLERS[event_type] = handler
+        return handler
+    return register
+
+
+def metadata_record_ids(stripe_object):
+    value = (stripe_object.get("metadata") or {}).get(RECORD_METADATA_KEY)
+    return [value] if value else []
+
+
+def job_records(stripe_object):
+    """The live record of the job named in metadata, the last way to find a job (issue 5, §2)."""
+    from sqlalchemy import select
+
+    from portal.billing.models import BillingRecord
+    from portal.extensions import db
+
+    job_id = (stripe_object.get("metadata") or {}).get("job_id")
+    if not job_id or not str(job_id).isdigit():
+        return []
+    return db.session.scalars(select(BillingRecord).where(BillingRecord.job_id == int(job_id), BillingRecord.live)
+                              .with_for_update()).all()
+
+
+def apply_to_all(records, change, *, by, reread):
+    """Apply one change to every record of the bill; a tie on rank and second is settled by Stripe's state now."""
+    results = []
+    for billing_record in records:
+        old = billing_record.status
+        verdict = apply_change(billing_record, change, by=by)
+        if verdict == Verdict.TIE:
+            current = reread()
+            verdict = apply_change(billing_record, current, by=by) if current else Verdict.OLDER
+        fill_amount_paid(billing_record)
+        if verdict == Verdict.APPLY and confirms_payment(old, billing_record.status):
+            from portal.payments.services import on_payment_confirmed
+
+            on_payment_confirmed(billing_record, event_id=by.ref)
+        results.append((billing_record, verdict))
+    return results
+
+
+INVOICE_EVENTS = {
+    "invoice.finalized": S.SENT,
+    "invoice.sent": S.SENT,
+    "invoice.paid": S.PAID,
+    "invoice.payment_failed": S.PAYMENT_FAILED,
+    "invoice.voided": S.VOID,
+    "invoice.marked_uncollectible": S.UNCOLLECTIBLE,
+    "invoice.overdue": S.OVERDUE,  # only with Billing automations; our own sweep covers the rest
+}
+
+
+@handles(*INVOICE_EVENTS)
+def on_invoice_event(event, *, by):
+    invoice = event["data"]["object"]
+    records = lock_records(invoice_id=invoice["id"], record_ids=metadata_record_ids(invoice)) or job_records(invoice)
+    change = invoice_change(invoice, INVOICE_EVENTS[event["type"]], from_unix(event["created"]), records)
+    return apply_to_all(records, change, by=by,
+                        reread=lambda: current_invoice_change(invoice["id"], records, at=utcnow()))
+
+
+CHECKOUT_EVENTS = {
+    "checkout.session.completed": None,  # paid, or processing while a bank debit clears
+    "checkout.session.async_payment_succeeded": S.PAID,
+    "checkout.session.async_payment_failed": S.PAYMENT_FAILED,
+}
+
+
+@handles(*CHECKOUT_EVENTS)
+def on_checkout_event(event, *, by):
+    session = event["data"]["object"]
+    status = CHECKOUT_EVENTS[event["type"]]
+    if status is None:
+        status = S.PAID if session.get("payment_status") == "paid" else S.PROCESSING
+    records = (lock_records(link_id=session.get("payment_link"), record_ids=metadata_record_ids(session))
+               or job_records(session))
+    change = Change(status=status, at=from_unix(event["created"]),
+                    amount_paid=session.get("amount_total") if status == S.PAID else None)
+    link_id = session.get("payment_link")
+    return apply_to_all(records, change, by=by,
+                        reread=lambda: current_link_change(link_id, at=utcnow()) if link_id else None)
+
+
+def records_for_payment(payment_intent_id, stripe_object):
+    """A payment's records: a link's carry our metadata; an invoice's are found through its invoice payment."""
+    from portal.billing import stripe_gateway as gateway
+
+    record_ids = metadata_record_ids(stripe_object)
+    if record_ids:
+        return lock_records(record_ids=record_ids), None
+    if not payment_intent_id:
+        return [], None
+    invoice_id = gateway.invoice_for_payment_intent(payment_intent_id)
+    if invoice_id:
+        return lock_records(invoice_id=invoice_id), invoice_id
+    intent = gateway.retrieve_payment_intent(payment_intent_id).to_dict()
+    return lock_records(record_ids=metadata_record_ids(intent)) or job_records(intent), None
+
+
+def payment_reread(records, invoice_id):
+    def reread():
+        if invoice_id:
+            return current_invoice_change(invoice_id, records, at=utcnow())
+        links = [r.stripe_payment_link_id for r in records if r.stripe_payment_link_id]
+        return current_link_change(links[0], at=utcnow()) if links else None
+    return reread
+
+
+PAYMENT_INTENT_EVENTS = {"payment_intent.processing": S.PROCESSING, "payment_intent.payment_failed": S.PAYMENT_FAILED}
+
+
+@handles(*PAYMENT_INTENT_EVENTS)
+def on_payment_intent_event(event, *, by):
+    intent = event["data"]["object"]
+    records, invoice_id = records_for_payment(intent["id"], intent)
+    change = Change(status=PAYMENT_INTENT_EVENTS[event["type"]], at=from_unix(event["created"]))
+    return apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+
+
+@handles("charge.refunded")
+def on_charge_refunded(event, *, by):
+    charge = event["data"]["object"]
+    records, invoice_id = records_for_payment(charge.get("payment_intent"), charge)
+    refunded, amount = charge.get("amount_refunded") or 0, charge.get("amount") or 0
+    status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
+    # A batch invoice's refund is not attributable to one job: the records take the status, not the amount.
+    single = len(records) == 1
+    change = Change(status=status, at=from_unix(event["created"]), amount_paid=amount if single else None,
+                    amount_refunded=refunded if single else None)
+    return apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+
+
+@handles("charge.dispute.created")
+def on_dispute_created(event, *, by):
+    dispute = event["data"]["object"]
+    records, invoice_id = records_for_payment(dispute.get("payment_intent"), dispute)
+    change = Change(status=S.DISPUTED, at=from_unix(event["created"]))
+    return apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+
+
+# The endpoint is registered with exactly these (`flask stripe setup`), and reconcile asks for them.
+HANDLED_EVENTS = tuple(sorted(HANDLERS))

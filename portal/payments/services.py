@@ -1,0 +1,285 @@
+"""Payment sync rules: receiving Stripe's events, processing them once, and the people-facing failures."""
+import json
+import time
+from datetime import timedelta
+from email.message import EmailMessage
+
+import stripe
+from flask import abort, current_app
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from portal.audit.models import Source
+from portal.audit.services import Actor, record
+from portal.errors import ServiceError, TransitionNotAllowed
+from portal.extensions import db
+from portal.payments.models import EventStatus, StripeSyncState, WebhookEvent
+from portal.queue import enqueue_after_commit
+from portal.timeutil import utcnow
+
+PROCESS_EVENT = "portal.payments.tasks.process_webhook_event"
+TOLERANCE_SECONDS = 300
+SYNC_STATE_ID = 1
+
+
+class SignatureRefused(ServiceError):
+    """A delivery whose Stripe-Signature does not prove it came from Stripe, now."""
+
+
+# --- The receiver -------------------------------------------------------------------------------
+
+def webhook_secrets():
+    """Every configured signing secret: several, comma-separated, while one is being rotated."""
+    configured = current_app.config.get("STRIPE_WEBHOOK_SECRET") or ""
+    return [secret.strip() for secret in configured.split(",") if secret.strip()]
+
+
+def verify_signature(payload, header, *, now=None):
+    """Raise SignatureRefused unless one secret signed this body within 300 s either side of now."""
+    if not header:
+        raise SignatureRefused("Missing Stripe-Signature header.")
+    secrets = webhook_secrets()
+    if not secrets:
+        current_app.logger.error("STRIPE_WEBHOOK_SECRET is not set: every Stripe delivery is refused")
+        raise SignatureRefused("Webhook signing secret is not configured.")
+    text = payload.decode("utf-8", errors="replace")
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, header, secret, tolerance=TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError:
+            continue
+        break
+    else:
+        raise SignatureRefused("No valid signature for this payload, or its timestamp is too old.")
+    # The SDK only refuses old timestamps; one from the future is as suspect (issue 5, §1).
+    timestamp = signed_timestamp(header)
+    if timestamp - (now if now is not None else time.time()) > TOLERANCE_SECONDS:
+        raise SignatureRefused("Signature timestamp is in the future.")
+
+
+def signed_timestamp(header):
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.lstrip("-").isdigit():
+            return int(value)
+    raise SignatureRefused("Signature has no timestamp.")
+
+
+def receive_stripe_event(payload, header):
+    """Verify, store once, and hand a new event to the worker; returns True if it was new."""
+    verify_signature(payload, header)
+    try:
+        event = json.loads(payload)
+        event_id, event_type, created = event["id"], event["type"], int(event["created"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise SignatureRefused(f"Not a Stripe event: {error}") from None
+    row_id = store_event(event_id, event_type, created, event, received_via="webhook")
+    if row_id is not None:
+        enqueue_processing(row_id)
+    db.session.commit()
+    return row_id is not None
+
+
+def store_event(event_id, event_type, created, event, *, received_via):
+    """INSERT … ON CONFLICT DO NOTHING: the row's id if this event is new, None for a repeat."""
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    statement = (dialect.insert(WebhookEvent)
+                 .values(stripe_event_id=event_id, type=event_type, payload=event, stripe_created=created,
+                         received_via=received_via, status=EventStatus.RECEIVED, attempts=0, received_at=utcnow())
+                 .on_conflict_do_nothing(index_elements=["stripe_event_id"])
+                 .returning(WebhookEvent.id))
+    return db.session.execute(statement).scalar()
+
+
+def enqueue_processing(row_id):
+    from portal.billing.services import retry_policy
+
+    enqueue_after_commit(db.session, PROCESS_EVENT, row_id, retry=retry_policy())
+
+
+# --- Processing (in the worker) ---------------------------------------------------------------
+
+def process_event(row_id, *, source=Source.WEBHOOK):
+    """Apply one stored event under its row lock; returns its status. Commits."""
+    from portal.payments.handlers import HANDLERS
+
+    event_row = db.session.scalars(select(WebhookEvent).where(WebhookEvent.id == row_id).with_for_update()
+                                   .execution_options(populate_existing=True)).one_or_none()
+    if event_row is None or event_row.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+        db.session.commit()
+        return event_row.status if event_row else None
+    event_row.attempts += 1
+    handler = HANDLERS.get(event_row.type)
+    if handler is None:
+        event_row.status = EventStatus.IGNORED  # stored and acknowledged; Closeout has nothing to do with it
+    else:
+        label = "reconcile: Stripe event" if source == Source.RECONCILE else "Stripe event"
+        results = handler(event_row.payload, by=Actor(source, event_row.stripe_event_id,
+                                                      f"{label} {event_row.type}"))
+        event_row.status = EventStatus.PROCESSED if results else EventStatus.IGNORED
+        event_row.error = None if results else "No billing record matches this event."
+    event_row.processed_at = utcnow()
+    db.session.flush()
+    clear_alert_if_healthy()
+    db.session.commit()
+    return event_row.status
+
+
+def note_failure(row_id, error, traceback_text, *, final):
+    """Record a failed attempt on the event; the last one marks it failed and may alert the owner."""
+    db.session.rollback()
+    values = {"error": f"{type(error).__name__}: {error}"[:4000], "traceback": traceback_text[-20000:],
+              "attempts": WebhookEvent.attempts + 1}
+    if final:
+        values["status"] = EventStatus.FAILED
+    db.session.execute(update(WebhookEvent).where(WebhookEvent.id == row_id,
+                                                  WebhookEvent.status == EventStatus.RECEIVED).values(**values))
+    db.session.commit()
+    if final:
+        alert_owner_once()
+
+
+def on_payment_confirmed(billing_record, *, event_id):
+    """Money for this record is confirmed: recorded here, and where referral fees will plug in (issue 6)."""
+    record(Actor(Source.WEBHOOK, event_id, "payment confirmed"), "payments.payment_confirmed", billing_record,
+           job=billing_record.job, detail={"record_id": billing_record.id, "amount_paid": billing_record.amount_paid,
+                                           "event_id": event_id})
+
+
+# --- Failures people can see ------------------------------------------------------------------------
+
+def sync_state():
+    """The single sync-state row, created on first use (safely under concurrency)."""
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    db.session.execute(dialect.insert(StripeSyncState).values(id=SYNC_STATE_ID)
+                       .on_conflict_do_nothing(index_elements=["id"]))
+    return db.session.scalars(select(StripeSyncState).where(StripeSyncState.id == SYNC_STATE_ID)
+                              .with_for_update().execution_options(populate_existing=True)).one()
+
+
+def failed_events():
+    return db.session.scalars(select(WebhookEvent).where(WebhookEvent.status == EventStatus.FAILED)
+                              .order_by(WebhookEvent.id)).all()
+
+
+def alert_owner_once():
+    """Email ALERT_EMAIL when failures start; not again until they have all been dealt with."""
+    from portal.billing.emails import MailRefused, MailUnavailable, deliver
+
+    state = sync_state()
+    failed = failed_events()
+    if state.failure_alert_sent_at is not None or not failed:
+        db.session.commit()
+        return False
+    try:
+        deliver(failure_alert(failed), [current_app.config.get("ALERT_EMAIL") or current_app.config["OFFICE_EMAIL"]])
+    except (MailUnavailable, MailRefused):
+        # Unsent, so not marked: the next failure tries again; the page shows the failures meanwhile.
+        current_app.logger.exception("could not email the webhook failure alert")
+        db.session.rollback()
+        return False
+    state.failure_alert_sent_at = utcnow()
+    db.session.commit()
+    return True
+
+
+def failure_alert(failed):
+    config = current_app.config
+    message = EmailMessage()
+    message["Subject"] = f"Closeout: Stripe events are failing ({len(failed)})"
+    message["From"] = config.get("MAIL_FROM", "billing@closeout.invalid")
+    message["To"] = config.get("ALERT_EMAIL") or config["OFFICE_EMAIL"]
+    first = failed[0]
+    message.set_content(
+        f"Closeout could not process {len(failed)} Stripe event(s), so some payment statuses may be out of date.\n\n"
+        f"First: {first.type} ({first.stripe_event_id})\n{first.error}\n\n"
+        f"Retry or ignore them on the Webhook issues page: {config['PUBLIC_URL']}/webhooks/issues\n"
+        "You will not get another email until these are dealt with.\n")
+    return message
+
+
+def clear_alert_if_healthy():
+    """Once no event is failed, the next failure is news again."""
+    if db.session.scalar(select(func.count()).select_from(WebhookEvent)
+                         .where(WebhookEvent.status == EventStatus.FAILED)) == 0:
+        db.session.execute(update(StripeSyncState).where(StripeSyncState.failure_alert_sent_at.is_not(None))
+                           .values(failure_alert_sent_at=None))
+
+
+def get_event_for(user, event_id):
+    """A stored event, for staff only (404 otherwise, as for jobs)."""
+    from portal.auth.models import STAFF_ROLES
+
+    if user.role not in STAFF_ROLES or not 0 < event_id <= 2**31 - 1:
+        abort(404)
+    event_row = db.session.get(WebhookEvent, event_id)
+    if event_row is None:
+        abort(404)
+    return event_row
+
+
+def retry_event(event_row, *, by):
+    """A person's Retry: the failed event goes back to the worker for a fresh round of attempts."""
+    if event_row.status != EventStatus.FAILED:
+        raise TransitionNotAllowed("Only a failed event can be retried.")
+    event_row.status = EventStatus.RECEIVED
+    record(by, "payments.event_retry", event_row, detail={"stripe_event_id": event_row.stripe_event_id})
+    enqueue_processing(event_row.id)
+    db.session.flush()
+    clear_alert_if_healthy()
+
+
+def ignore_event(event_row, *, by):
+    """A person's Ignore: the event is dismissed and leaves the issues list."""
+    if event_row.status != EventStatus.FAILED:
+        raise TransitionNotAllowed("Only a failed event can be ignored.")
+    event_row.status = EventStatus.IGNORED
+    event_row.processed_at = utcnow()
+    record(by, "payments.event_ignored_by_person", event_row, detail={"stripe_event_id": event_row.stripe_event_id})
+    db.session.flush()
+    clear_alert_if_healthy()
+
+
+def replay_failed(*, by):
+    """`stripe replay --failed`: retry every failed event; returns them."""
+    events = failed_events()
+    for event_row in events:
+        retry_event(event_row, by=by)
+    return events
+
+
+class EndpointHealth:
+    """What the Webhook issues page says about the endpoint: last received, last processed, silence."""
+
+    def __init__(self, now=None):
+        from portal.billing.models import BillingRecord
+        from portal.billing.services import OPEN_STATUSES
+
+        now = now or utcnow()
+        self.last_received = db.session.scalar(select(func.max(WebhookEvent.received_at)))
+        self.last_processed = db.session.scalar(select(func.max(WebhookEvent.processed_at)))
+        self.silence_hours = current_app.config.get("WEBHOOK_SILENCE_WARNING_HOURS", 24)
+        self.open_bills = db.session.scalar(select(func.count()).select_from(BillingRecord)
+                                            .where(BillingRecord.live, BillingRecord.status.in_(OPEN_STATUSES)))
+        quiet_since = now - timedelta(hours=self.silence_hours)
+        # Stripe disables an endpoint after days of failed deliveries; silence with bills out is the symptom.
+        self.silent = bool(self.open_bills) and (self.last_received is None or self.last_received < quiet_since)
+
+
+# --- Overdue: computed by Closeout (Stripe emits invoice.overdue only with Billing automations) ----
+
+def sweep_overdue(now=None):
+    """Mark live, unpaid records past their due date overdue; returns the records changed. Commits."""
+    from portal.billing.models import BillingRecord, BillingStatus
+    from portal.payments.sync import Change, Verdict, apply_change
+
+    now = now or utcnow()
+    by = Actor.system("overdue sweep")
+    due = db.session.scalars(
+        select(BillingRecord).where(BillingRecord.live, BillingRecord.due_at < now,
+                                    BillingRecord.status.in_((BillingStatus.SENT, BillingStatus.PAYMENT_FAILED)))
+        .order_by(BillingRecord.id).with_for_update(skip_locked=True)).all()
+    changed = [r for r in due if apply_change(r, Change(BillingStatus.OVERDUE, at=now), by=by,
+                                              note_ignored=False) == Verdict.APPLY]
+    db.session.commit()
+    return changed

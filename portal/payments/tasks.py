@@ -1,0 +1,34 @@
+"""RQ tasks for payment sync: plain functions that take ids and reload rows."""
+import traceback
+
+from rq import get_current_job
+
+from portal.payments import services
+
+
+def is_last_attempt():
+    """True when RQ will not retry this job again (or it runs outside RQ)."""
+    job = get_current_job()
+    return job is None or not job.retries_left
+
+
+def process_webhook_event(event_row_id):
+    """Apply one stored Stripe event to the billing records it concerns."""
+    try:
+        status = services.process_event(event_row_id)
+    except Exception as error:  # noted on the event for the Webhook issues page, then re-raised for RQ's retry
+        services.note_failure(event_row_id, error, traceback.format_exc(), final=is_last_attempt())
+        raise
+    return status.value if status else "missing"
+
+
+def sweep_overdue():
+    """Scheduled: unpaid bills past their due date become overdue."""
+    return [billing_record.id for billing_record in services.sweep_overdue()]
+
+
+def reconcile_with_stripe():
+    """Scheduled hourly: catch up on missed events and repair drift in open bills."""
+    from portal.payments.reconcile import reconcile
+
+    return reconcile().summary()

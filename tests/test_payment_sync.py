@@ -1,0 +1,211 @@
+"""Payment sync end to end: sandbox → signed webhook → receiver over HTTP → real worker → job status."""
+import pytest
+
+from portal.audit.models import AuditEntry, Source
+from portal.billing.models import BillingStatus
+from portal.extensions import db
+from portal.jobs.models import Job
+from portal.payments.handlers import HANDLED_EVENTS
+from portal.payments.models import EventStatus, WebhookEvent
+from tests import factories
+
+LINES = [("Labor", "2", 8500), ("Valve", "1", 1999)]
+TOTAL = 2 * 8500 + 1999
+
+
+@pytest.fixture
+def synced(billing_stack, live_server):
+    """The billing stack with the sandbox delivering Closeout's events to the live app."""
+    endpoint = billing_stack.sandbox.client().v1.webhook_endpoints.create(
+        params={"url": live_server.url + "/webhooks/stripe", "enabled_events": list(HANDLED_EVENTS)})
+    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
+    billing_stack.endpoint_id = endpoint.id
+    billing_stack.live_url = live_server.url
+    yield billing_stack
+    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = None
+
+
+def billed_job(stack, login, crew, **policy):
+    client_row = factories.client(send_mode="auto", **policy)
+    job = factories.job(client_row, crew=[crew], items=LINES)
+    assert login(crew).post_form(f"/crew/jobs/{job.id}/complete").status_code == 303
+    stack.wait_for(lambda: status_of(job.id) == BillingStatus.SENT, message="the bill to be sent")
+    return job.id
+
+
+def status_of(job_id):
+    return db.session.get(Job, job_id).billing_status
+
+
+def live_record(job_id):
+    return db.session.get(Job, job_id).live_billing_record
+
+
+def invoice_id_of(job_id):
+    return live_record(job_id).stripe_invoice_id
+
+
+def webhook_entries(job_id, action="billing.record_status"):
+    return db.session.scalars(db.select(AuditEntry).where(AuditEntry.job_id == job_id, AuditEntry.action == action,
+                                                          AuditEntry.source == Source.WEBHOOK)
+                              .order_by(AuditEntry.id)).all()
+
+
+def settle_all(stack):
+    """Every delivery made and every stored event processed."""
+    assert stack.sandbox.drain(timeout=15)
+
+    def all_processed():
+        return not db.session.scalar(db.select(db.func.count()).select_from(WebhookEvent)
+                                     .where(WebhookEvent.status == EventStatus.RECEIVED))
+    stack.wait_for(all_processed, message="every stored event to be processed")
+
+
+def payment_intent_of_invoice(stack, invoice_id):
+    payments = stack.sandbox.client().v1.invoice_payments.list(params={"invoice": invoice_id})
+    return payments.data[0].payment.payment_intent
+
+
+def test_a_card_payment_on_the_hosted_invoice_turns_the_job_paid(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="invoice")
+    synced.sandbox.control("POST", f"invoices/{invoice_id_of(job_id)}/pay", {"outcome": "card"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="the job to be paid")
+    billing_record = live_record(job_id)
+    assert billing_record.amount_paid == TOTAL and billing_record.status == BillingStatus.PAID
+    (entry,) = [e for e in webhook_entries(job_id) if e.new_value == "paid"]
+    assert entry.actor_ref.startswith("evt_") and entry.actor_label == "Stripe event invoice.paid"
+    assert len(webhook_entries(job_id, "payments.payment_confirmed")) == 1
+    settle_all(synced)
+    assert status_of(job_id) == BillingStatus.PAID
+
+
+def test_an_invoice_bank_debit_is_processing_then_paid(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="invoice")
+    invoice_id = invoice_id_of(job_id)
+    synced.sandbox.control("POST", f"invoices/{invoice_id}/pay", {"outcome": "bank_debit"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PROCESSING, message="processing")
+    intent = payment_intent_of_invoice(synced, invoice_id)
+    synced.sandbox.control("POST", f"payment_intents/{intent}/settle", {"outcome": "succeeded"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid after settling")
+    assert live_record(job_id).amount_paid == TOTAL
+
+
+def test_an_invoice_bank_debit_that_fails_is_payment_failed(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="invoice")
+    invoice_id = invoice_id_of(job_id)
+    synced.sandbox.control("POST", f"invoices/{invoice_id}/pay", {"outcome": "bank_debit"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PROCESSING, message="processing")
+    intent = payment_intent_of_invoice(synced, invoice_id)
+    synced.sandbox.control("POST", f"payment_intents/{intent}/settle", {"outcome": "failed"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAYMENT_FAILED, message="payment failed")
+    settle_all(synced)
+    assert status_of(job_id) == BillingStatus.PAYMENT_FAILED and live_record(job_id).amount_paid == 0
+
+
+def test_a_payment_link_bank_debit_is_processing_then_paid(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="payment_link")
+    link_id = live_record(job_id).stripe_payment_link_id
+    session = synced.sandbox.control("POST", f"payment_links/{link_id}/pay", {"outcome": "bank_debit"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PROCESSING, message="processing")
+    synced.sandbox.control("POST", f"payment_intents/{session['payment_intent']}/settle", {"outcome": "succeeded"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid after settling")
+    settle_all(synced)
+    assert live_record(job_id).amount_paid == TOTAL
+    assert len(webhook_entries(job_id, "payments.payment_confirmed")) == 1
+
+
+def test_a_payment_link_bank_debit_that_fails_is_payment_failed(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="payment_link")
+    link_id = live_record(job_id).stripe_payment_link_id
+    session = synced.sandbox.control("POST", f"payment_links/{link_id}/pay", {"outcome": "bank_debit"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PROCESSING, message="processing")
+    synced.sandbox.control("POST", f"payment_intents/{session['payment_intent']}/settle", {"outcome": "failed"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAYMENT_FAILED, message="payment failed")
+    settle_all(synced)
+    assert status_of(job_id) == BillingStatus.PAYMENT_FAILED
+    assert webhook_entries(job_id, "payments.payment_confirmed") == []
+
+
+def test_refunds_partial_then_full_and_a_dispute(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="payment_link")
+    link_id = live_record(job_id).stripe_payment_link_id
+    session = synced.sandbox.control("POST", f"payment_links/{link_id}/pay", {"outcome": "card"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid")
+    stripe_client = synced.sandbox.client()
+    charge = stripe_client.v1.payment_intents.retrieve(session["payment_intent"]).latest_charge
+    stripe_client.v1.refunds.create(params={"charge": charge, "amount": 1000})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PARTIALLY_REFUNDED, message="partially refunded")
+    assert live_record(job_id).amount_refunded == 1000
+    stripe_client.v1.refunds.create(params={"charge": charge})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.REFUNDED, message="refunded")
+    assert live_record(job_id).amount_refunded == TOTAL
+
+
+def test_a_dispute_marks_the_job_disputed(synced, login, crew):
+    job_id = billed_job(synced, login, crew, billing_mode="invoice")
+    invoice_id = invoice_id_of(job_id)
+    synced.sandbox.control("POST", f"invoices/{invoice_id}/pay", {"outcome": "card"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid")
+    intent = synced.sandbox.client().v1.payment_intents.retrieve(payment_intent_of_invoice(synced, invoice_id))
+    synced.sandbox.control("POST", f"charges/{intent.latest_charge}/dispute", {"reason": "fraudulent"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.DISPUTED, message="disputed")
+
+
+def test_twenty_concurrent_deliveries_of_one_event_make_one_transition(synced, login, crew):
+    import hashlib
+    import hmac
+    import json
+    import threading
+    import time
+    import urllib.request
+
+    job_id = billed_job(synced, login, crew, billing_mode="invoice")
+    synced.sandbox.control("POST", f"webhook_endpoints/{synced.endpoint_id}/chaos", {"drop_types": ["invoice.paid"]})
+    synced.sandbox.control("POST", f"invoices/{invoice_id_of(job_id)}/pay", {"outcome": "card"})
+    settle_all(synced)
+    assert status_of(job_id) == BillingStatus.SENT  # the paid event was dropped
+    (paid,) = [e for e in synced.sandbox.control("GET", "objects/event")["data"] if e["type"] == "invoice.paid"]
+    body = json.dumps(paid).encode()
+    secret = synced.app.config["STRIPE_WEBHOOK_SECRET"]
+    url = synced.live_url + "/webhooks/stripe"
+    barrier, statuses = threading.Barrier(20), []
+
+    def deliver():
+        timestamp = int(time.time())
+        signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"})
+        barrier.wait()
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
+            statuses.append(response.status)
+
+    threads = [threading.Thread(target=deliver) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(15)
+    assert statuses == [200] * 20
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid")
+    settle_all(synced)
+    assert db.session.scalar(db.select(db.func.count()).select_from(WebhookEvent)
+                             .where(WebhookEvent.stripe_event_id == paid["id"])) == 1
+    assert [e.new_value for e in webhook_entries(job_id)].count("paid") == 1
+    assert len(webhook_entries(job_id, "billing.status_changed")) == 1
+    assert len(webhook_entries(job_id, "payments.payment_confirmed")) == 1
+
+
+def test_shuffled_and_duplicated_deliveries_end_correct(synced, login, crew):
+    synced.sandbox.control("POST", f"webhook_endpoints/{synced.endpoint_id}/chaos",
+                           {"duplicate": 3, "shuffle_window": 4})
+    job_id = billed_job(synced, login, crew, billing_mode="payment_link")
+    link_id = live_record(job_id).stripe_payment_link_id
+    session = synced.sandbox.control("POST", f"payment_links/{link_id}/pay", {"outcome": "bank_debit"})
+    synced.sandbox.control("POST", f"payment_intents/{session['payment_intent']}/settle", {"outcome": "succeeded"})
+    stripe_client = synced.sandbox.client()
+    charge = stripe_client.v1.payment_intents.retrieve(session["payment_intent"]).latest_charge
+    stripe_client.v1.refunds.create(params={"charge": charge, "amount": 500})
+    settle_all(synced)
+    billing_record = live_record(job_id)
+    assert billing_record.status == BillingStatus.PARTIALLY_REFUNDED
+    assert billing_record.amount_paid == TOTAL and billing_record.amount_refunded == 500
+    assert len(webhook_entries(job_id, "payments.payment_confirmed")) == 1
