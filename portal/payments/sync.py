@@ -1,6 +1,6 @@
 """Precedence of billing statuses, and applying a status to records under a row lock.
 
-The model is /work/shared/billing-states.md: state only moves forward by rank; among equals
+The model is shared/billing-states.md (and docs/architecture.md): state only moves forward by rank; among equals
 the newer event wins; `void` and `uncollectible` end a record, except uncollectible → paid.
 """
 from dataclasses import dataclass
