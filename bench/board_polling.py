@@ -2,11 +2,19 @@
 
 Both are served by one gunicorn (2 workers × 50 threads) on loopback: the portal, pointed at a
 scratch PostgreSQL database holding a board of ~200 jobs, and a one-route Flask app mounted beside
-it at /_bare. 200 pollers (asyncio, keep-alive connections) send the poll with the signed-in office
+it at /_bare. Pollers (asyncio, keep-alive connections) send the poll with the signed-in office
 session and the board's current version, so every answer is the 204 of an unchanged board.
+
+Two measurements, both in the same run against the same server:
+- capacity, closed loop: 200 pollers each sending its next request as soon as the last is answered,
+  so the server is saturated; poll req/s over bare req/s is the "≥ 0.7 of bare" figure;
+- latency, open loop: 200 pollers each polling every 3 s as the board does, with jittered starts; the
+  poll's p99 there is the "p99 < 50 ms under 200 concurrent pollers" figure. A late answer delays
+  the next send, so latency is counted from when the request was due, not from when it went out.
 """
 import asyncio
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -21,11 +29,15 @@ from bench.report import Result
 
 TITLE = "Board polling: unchanged-board poll vs a bare Flask response (200 concurrent pollers)"
 POLLERS = 200
-SECONDS_PER_CONTENDER = 10
+SECONDS_PER_CONTENDER = 12
+ROUNDS = 3
 WARMUP_SECONDS = 2
 MAX_REQUESTS = 200_000  # a bound on a run however fast the machine is
 JOBS = 200
 GUNICORN = os.environ.get("BOARD_BENCH_GUNICORN", "-w 2 --threads 50 --worker-class gthread --keep-alive 30").split()
+POLL_INTERVAL_SECONDS = 3  # portal.board.views.POLL_SECONDS: what each open board does
+CADENCE_SECONDS = 21  # seven polls per poller, after the jittered first
+BOARD_VERSION_TTL_SECONDS = "1.0"  # the production default, not the test config's 0
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 50
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
@@ -154,16 +166,64 @@ async def hammer(port, request, seconds, expected):
     return latencies, time.perf_counter() - started
 
 
-def measure(port, request, expected):
-    asyncio.run(hammer(port, request, WARMUP_SECONDS, expected))
-    latencies, elapsed = asyncio.run(hammer(port, request, SECONDS_PER_CONTENDER, expected))
+def summarise(latencies, elapsed):
     ordered = sorted(latencies)
 
     def percentile(p):
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
     return {"requests": len(ordered), "rps": len(ordered) / elapsed, "p50": percentile(0.50),
-            "p95": percentile(0.95), "p99": percentile(0.99), "mean": statistics.fmean(ordered) * 1000}
+            "p95": percentile(0.95), "p99": percentile(0.99), "max": ordered[-1] * 1000,
+            "mean": statistics.fmean(ordered) * 1000}
+
+
+def measure_interleaved(port, contenders):
+    """Closed loop, contenders taking turns for ROUNDS rounds: a shared, busy box drifts less between them."""
+    for request, expected in contenders.values():
+        asyncio.run(hammer(port, request, WARMUP_SECONDS, expected))
+    latencies = {name: [] for name in contenders}
+    elapsed = dict.fromkeys(contenders, 0.0)
+    for _ in range(ROUNDS):
+        for name, (request, expected) in contenders.items():
+            taken, seconds = asyncio.run(hammer(port, request, SECONDS_PER_CONTENDER / ROUNDS, expected))
+            latencies[name] += taken
+            elapsed[name] += seconds
+    return {name: summarise(latencies[name], elapsed[name]) for name in contenders}
+
+
+async def paced_poller(port, request, first_due, stop_at, latencies, budget, expected):
+    """One open board: a request every POLL_INTERVAL_SECONDS from a jittered start, on one keep-alive connection."""
+    await asyncio.sleep(max(0.0, first_due - time.perf_counter()))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    due = first_due
+    try:
+        while due < stop_at and budget[0] > 0:
+            budget[0] -= 1
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            writer.write(request)
+            status = await read_response(reader)
+            latencies.append(time.perf_counter() - due)  # from when it was due: a late send counts as waiting
+            if status != expected:
+                raise RuntimeError(f"unexpected status {status}")
+            due += POLL_INTERVAL_SECONDS
+    finally:
+        writer.close()
+
+
+async def paced(port, request, seconds, expected, seed):
+    jitter = random.Random(seed)
+    latencies, budget = [], [MAX_REQUESTS]
+    started = time.perf_counter() + 0.5  # connections are opened before each poller's first turn
+    await asyncio.gather(*(paced_poller(port, request, started + jitter.uniform(0, POLL_INTERVAL_SECONDS),
+                                        started + seconds, latencies, budget, expected)
+                           for _ in range(POLLERS)))
+    return latencies, time.perf_counter() - started
+
+
+def measure_at_cadence(port, request, expected):
+    """Open loop: POLLERS boards each polling every POLL_INTERVAL_SECONDS for CADENCE_SECONDS."""
+    latencies, elapsed = asyncio.run(paced(port, request, CADENCE_SECONDS, expected, seed=5))
+    return summarise(latencies, elapsed)
 
 
 def run():
@@ -172,7 +232,8 @@ def run():
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     env = {"CLOSEOUT_ENV": "test", "SECRET_KEY": "bench", "DATABASE_URL": ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}",
-           "REDIS_URL": REDIS_URL, "RQ_QUEUE_PREFIX": f"closeout-bench-{uuid.uuid4().hex[:6]}"}
+           "REDIS_URL": REDIS_URL, "RQ_QUEUE_PREFIX": f"closeout-bench-{uuid.uuid4().hex[:6]}",
+           "BOARD_VERSION_TTL_SECONDS": BOARD_VERSION_TTL_SECONDS}
     os.environ.update(env)
     server = None
     app = None
@@ -198,9 +259,11 @@ def run():
                         f"If-None-Match: {version}\r\nCookie: {cookie}\r\n\r\n").encode()
         portal_request = (f"GET /_bench/empty HTTP/1.1\r\nHost: 127.0.0.1\r\nHX-Request: true\r\n"
                           f"Cookie: {cookie}\r\n\r\n").encode()
-        bare = measure(port, bare_request, 204)
-        portal_empty = measure(port, portal_request, 204)
-        poll = measure(port, poll_request, 204)
+        closed = measure_interleaved(port, {"bare": (bare_request, 204), "portal_empty": (portal_request, 204),
+                                            "poll": (poll_request, 204)})
+        bare, portal_empty, poll = closed["bare"], closed["portal_empty"], closed["poll"]
+        bare_paced = measure_at_cadence(port, bare_request, 204)
+        poll_paced = measure_at_cadence(port, poll_request, 204)
     finally:
         if server is not None:
             server.terminate()
@@ -214,31 +277,61 @@ def run():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     ratio = poll["rps"] / bare["rps"]
-    meets = ratio >= TARGET_RATIO and poll["p99"] < TARGET_P99_MS
+    meets_ratio = ratio >= TARGET_RATIO
+    meets_p99 = poll_paced["p99"] < TARGET_P99_MS
+
+    def spread(r):
+        return f"{r['p50']:.1f}/{r['p95']:.1f}/{r['p99']:.1f}"
+
     figures = {
-        "bare req/s": round(bare["rps"]), "bare p50/p95/p99 ms": f"{bare['p50']:.1f}/{bare['p95']:.1f}/{bare['p99']:.1f}",
-        "poll req/s": round(poll["rps"]), "poll p50/p95/p99 ms": f"{poll['p50']:.1f}/{poll['p95']:.1f}/{poll['p99']:.1f}",
-        "portal empty req/s": round(portal_empty["rps"]),
-        "portal empty p50/p95/p99 ms": f"{portal_empty['p50']:.1f}/{portal_empty['p95']:.1f}/{portal_empty['p99']:.1f}",
+        "closed loop bare req/s": round(bare["rps"]), "closed loop bare p50/p95/p99 ms": spread(bare),
+        "closed loop portal empty req/s": round(portal_empty["rps"]),
+        "closed loop poll req/s": round(poll["rps"]), "closed loop poll p50/p95/p99 ms": spread(poll),
         "poll / bare": round(ratio, 2),
         "poll / portal empty": round(poll["rps"] / portal_empty["rps"], 2),
-        f"meets target (≥ {TARGET_RATIO} of bare, p99 < {TARGET_P99_MS} ms)": meets,
+        f"every {POLL_INTERVAL_SECONDS} s bare p50/p95/p99 ms": spread(bare_paced),
+        f"every {POLL_INTERVAL_SECONDS} s poll p50/p95/p99 ms": spread(poll_paced),
+        f"every {POLL_INTERVAL_SECONDS} s poll max ms": round(poll_paced["max"], 1),
+        f"meets ≥ {TARGET_RATIO} of bare": meets_ratio,
+        f"meets p99 < {TARGET_P99_MS} ms": meets_p99,
     }
-    rows = [f"| {label} | {r['requests']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} |"
-            for label, r in (("Bare Flask (204, no session, no database)", bare),
-                             ("Portal, empty route (204: session cookie decoded, no user load, no database)", portal_empty),
-                             ("Unchanged board poll (session, user load, version query → 204)", poll))]
+
+    def row(label, r):
+        return f"| {label} | {r['requests']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | {r['max']:.1f} |"
+
+    header = ["| | requests | req/s | p50 ms | p95 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|---:|---:|"]
     markdown = "\n".join([
-        f"{POLLERS} concurrent pollers (asyncio, keep-alive, loopback) for {SECONDS_PER_CONTENDER} s each after "
-        f"{WARMUP_SECONDS} s of warm-up, against one gunicorn (`{' '.join(GUNICORN)}`) serving the portal and a "
-        f"one-route Flask app beside it. The board holds {JOBS} jobs; every poll carries the office session and "
-        "the current version, so each is answered 204 from the version check. The load generator shares the machine.",
+        f"One gunicorn (`{' '.join(GUNICORN)}`) on loopback serves the portal and a one-route Flask app beside it. "
+        f"The board holds {JOBS} jobs; every poll carries the office session and the current version, so each is "
+        f"answered 204 from the version check. The portal runs with `BOARD_VERSION_TTL_SECONDS={BOARD_VERSION_TTL_SECONDS}` "
+        "(the production default): the version and the poller's role come from per-process caches at most that old. "
+        "The load generator (asyncio, one keep-alive connection per poller) shares the machine.",
         "",
-        "| | requests | req/s | p50 ms | p95 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
+        f"### Capacity: {POLLERS} pollers in a closed loop (the “≥ {TARGET_RATIO} of bare” figure)",
         "",
-        f"Poll / bare: **{ratio:.2f}**; poll / portal empty route: {poll['rps'] / portal_empty['rps']:.2f}. Target ≥ {TARGET_RATIO} of bare and p99 < {TARGET_P99_MS} ms: "
-        f"**{'met' if meets else 'NOT met'}**.",
+        f"Each poller sends its next request as soon as the last is answered, so the server is saturated and latency "
+        f"here is queueing, not the target's. {SECONDS_PER_CONTENDER} s per contender after {WARMUP_SECONDS} s of "
+        f"warm-up each, in {ROUNDS} interleaved rounds (bare, empty, poll, bare, …) so background load hits all alike.",
+        "",
+        *header,
+        row("Bare Flask (204, no session, no database)", bare),
+        row("Portal, empty route (204: session cookie decoded, no user load, no database)", portal_empty),
+        row("Unchanged board poll (session, cached role and version → 204)", poll),
+        "",
+        f"Poll / bare: **{ratio:.2f}**; poll / portal empty route: {poll['rps'] / portal_empty['rps']:.2f}. "
+        f"Target ≥ {TARGET_RATIO} of bare: **{'met' if meets_ratio else 'NOT met'}**.",
+        "",
+        f"### Latency: {POLLERS} boards polling every {POLL_INTERVAL_SECONDS} s (the “p99 < {TARGET_P99_MS} ms” figure)",
+        "",
+        f"Each poller polls every {POLL_INTERVAL_SECONDS} s from a start jittered over the first interval, for "
+        f"{CADENCE_SECONDS} s (open loop, about {POLLERS / POLL_INTERVAL_SECONDS:.0f} req/s offered); latency counts from "
+        "when a request was due. Bare gets the same cadence, right before the poll.",
+        "",
+        *header,
+        row(f"Bare Flask, every {POLL_INTERVAL_SECONDS} s", bare_paced),
+        row(f"Unchanged board poll, every {POLL_INTERVAL_SECONDS} s", poll_paced),
+        "",
+        f"Poll p99 under {POLLERS} concurrent pollers: **{poll_paced['p99']:.1f} ms** (bare {bare_paced['p99']:.1f} ms). "
+        f"Target p99 < {TARGET_P99_MS} ms: **{'met' if meets_p99 else 'NOT met'}**.",
     ])
     return Result(TITLE, figures, markdown)

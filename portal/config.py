@@ -63,6 +63,7 @@ class Config:
         # Payment sync: who hears when Stripe events fail, and how long a silent endpoint may stay silent.
         self.ALERT_EMAIL = os.environ.get("ALERT_EMAIL") or self.OFFICE_EMAIL
         self.WEBHOOK_SILENCE_WARNING_HOURS = _int("WEBHOOK_SILENCE_WARNING_HOURS", 24)
+        self.BOARD_VERSION_TTL_SECONDS = float(os.environ.get("BOARD_VERSION_TTL_SECONDS", "1.0"))  # board poll caches
 
 
 class DevelopmentConfig(Config):
@@ -91,6 +92,7 @@ class TestConfig(Config):
         os.environ.setdefault("SECRET_KEY", "test-secret-key")
         os.environ.setdefault("DATABASE_URL", "postgresql://127.0.0.1:5432/test")
         super().__init__()
+        self.BOARD_VERSION_TTL_SECONDS = float(os.environ.get("BOARD_VERSION_TTL_SECONDS", "0"))  # every poll re-reads
 
 
 CONFIGS = {"production": Config, "development": DevelopmentConfig, "test": TestConfig}

@@ -123,18 +123,119 @@ def test_sent_card_shows_its_due_date(office_client, db):
     assert billed.job.number in card and "Due " in card and "$170.00" in card
 
 
+POLL_HEADERS = {"HX-Request": "true"}
+
+
+def poll(client, version):
+    return client.get("/office/board/poll", headers={**POLL_HEADERS, "If-None-Match": version})
+
+
+@pytest.fixture
+def poll_caches(app, monkeypatch):
+    """The poll's caches switched on (tests otherwise run with a TTL of 0), and a way to step past their TTL."""
+    from portal.board import fast_poll
+
+    monkeypatch.setitem(app.config, "BOARD_VERSION_TTL_SECONDS", 30.0)
+    clock = [0.0]
+    real_monotonic = fast_poll.monotonic
+    monkeypatch.setattr(fast_poll, "monotonic", lambda: real_monotonic() + clock[0])
+
+    def step_past_ttl():
+        clock[0] += 31.0
+
+    yield step_past_ttl
+    # Entries stamped on the stepped clock would outlive this test, and user ids restart with the tables.
+    for name in ("board.version", "board.poller_roles"):
+        app.extensions.pop(name, None)
+
+
 def test_unchanged_poll_is_answered_from_the_version_alone(office_client, hand_built_board):
     page = office_client.get("/office/board")
     version = page.headers["ETag"]
     assert board_version_of(page.get_data(as_text=True)) == version
     _db.session.expunge_all()  # as in a real request, the user is loaded afresh, not from this test's session
     with statements() as sent:
-        response = office_client.get("/office/board/poll", headers={"HX-Request": "true", "If-None-Match": version})
+        response = poll(office_client, version)
     assert response.status_code == 204
     assert response.get_data() == b""
-    assert len(sent) == 2, sent  # the signed-in user, then the version: nothing else
+    assert len(sent) == 2, sent  # with no cache (TTL 0): the poller's role, then the version; nothing else
+    assert "FROM users" in sent[0] and "password_hash" not in sent[0]
+    assert "max(jobs.updated_at)" in sent[1] and "count(*)" in sent[1]
+
+
+def test_within_the_ttl_an_unchanged_poll_sends_no_sql_and_after_it_rereads(office_client, hand_built_board,
+                                                                            poll_caches):
+    version = office_client.get("/office/board").headers["ETag"]  # the page also primes the version cache
+    assert poll(office_client, version).status_code == 204  # primes the poller's role
+    _db.session.expunge_all()
+    with statements() as sent:
+        for _ in range(3):
+            response = poll(office_client, version)
+            assert response.status_code == 204 and response.get_data() == b""
+            assert response.headers["ETag"] == version
+    assert sent == []
+    poll_caches()
+    with statements() as sent:
+        assert poll(office_client, version).status_code == 204
+    assert len(sent) == 2, sent  # both caches expired together: the poller's role, then the version
     assert "FROM users" in sent[0]
     assert "max(jobs.updated_at)" in sent[1] and "count(*)" in sent[1]
+    with statements() as sent:
+        assert poll(office_client, version).status_code == 204
+    assert sent == []
+
+
+def test_a_change_reaches_the_poll_once_the_version_cache_expires(office_client, hand_built_board, poll_caches):
+    job = hand_built_board["in_progress"]
+    version = office_client.get("/office/board").headers["ETag"]
+    add_line_item(job, by=factories.system(), description="Valve", quantity="1", unit_amount=2250)
+    _db.session.commit()
+    assert poll(office_client, version).status_code == 204  # stale for at most the TTL, by design
+    poll_caches()
+    response = poll(office_client, version)
+    assert response.status_code == 200
+    assert "$150.00" in group_html(response.get_data(as_text=True), "in_progress")
+    new_version = response.headers["ETag"]
+    assert new_version != version
+    with statements() as sent:
+        assert poll(office_client, new_version).status_code == 204
+    assert sent == []  # the changed answer refreshed the cache
+
+
+def test_a_page_newer_than_the_cached_version_gets_204_not_a_rerender(office_client, hand_built_board, poll_caches):
+    job = hand_built_board["in_progress"]
+    old_version = office_client.get("/office/board").headers["ETag"]
+    assert poll(office_client, old_version).status_code == 204
+    add_line_item(job, by=factories.system(), description="Valve", quantity="1", unit_amount=2250)
+    _db.session.commit()
+    other_tab = office_client.get("/office/board")  # a fresh page: the new version, while other polls cached the old
+    assert other_tab.headers["ETag"] != old_version
+    response = poll(office_client, other_tab.headers["ETag"])
+    assert response.status_code == 204 and response.get_data() == b""
+
+
+def test_deactivated_poller_is_signed_out_and_a_demoted_one_gets_404(office_client, office, hand_built_board):
+    version = office_client.get("/office/board").headers["ETag"]
+    assert poll(office_client, version).status_code == 204
+    office.role = "crew"
+    _db.session.commit()
+    assert poll(office_client, version).status_code == 404
+    office.role, office.active = "office", False
+    _db.session.commit()
+    response = poll(office_client, version)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_deactivation_reaches_a_cached_poller_within_the_ttl(office_client, office, hand_built_board, poll_caches):
+    version = office_client.get("/office/board").headers["ETag"]
+    assert poll(office_client, version).status_code == 204
+    office.active = False
+    _db.session.commit()
+    assert office_client.get("/office/board").status_code == 302  # the page itself loads the user row: at once
+    assert poll(office_client, version).status_code == 204  # the poll's role is cached for up to the TTL
+    poll_caches()
+    response = poll(office_client, version)
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
 
 
 def test_a_changed_job_changes_the_version_and_the_poll_returns_its_card(office_client, hand_built_board):
