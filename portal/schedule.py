@@ -16,6 +16,7 @@ def build_cron(connection, queue_name):
     cron = CronScheduler(connection=connection, name="closeout-cron")
     cron.register(billing_tasks.sweep_triggers, queue_name, interval=EVERY_FIVE_MINUTES)
     cron.register(billing_tasks.run_due_batches, queue_name, cron="15 6 * * *")  # daily, 06:15 UTC
+    cron.register(payments_tasks.sweep_received_events, queue_name, interval=EVERY_FIVE_MINUTES)
     cron.register(payments_tasks.reconcile_with_stripe, queue_name, cron="7 * * * *")  # hourly
     cron.register(payments_tasks.sweep_overdue, queue_name, cron="30 * * * *")  # hourly: due dates pass all day
     return cron

@@ -134,3 +134,24 @@ def test_the_receiver_answers_fast(receiver):
         body = event_body(f"evt_fast_{n}")
         assert deliver(receiver, body, sign(body)).status_code == 200
     assert (time.perf_counter() - started) / 20 < 0.1
+
+
+def test_the_sweeper_requeues_an_event_whose_job_redis_lost(app, db):
+    """The outbox pattern for events too: a stored event no worker picked up goes back on the queue."""
+    from datetime import timedelta
+
+    from portal.payments.models import WebhookEvent
+    from portal.payments.services import store_event, sweep_received_events
+    from portal.queue import get_queue
+    from portal.timeutil import utcnow
+
+    event = {"id": "evt_lost", "object": "event", "type": "invoice.paid", "created": 1_800_000_000,
+             "data": {"object": {"id": "in_lost", "object": "invoice"}}}
+    row_id = store_event("evt_lost", "invoice.paid", 1_800_000_000, event, received_via="webhook")
+    db.session.commit()
+    assert sweep_received_events() == []  # just arrived: its own job may still be on the way
+
+    db.session.get(WebhookEvent, row_id).received_at = utcnow() - timedelta(minutes=11)
+    db.session.commit()
+    assert sweep_received_events() == [row_id]
+    assert [job.args[0] for job in get_queue().jobs if job.func_name.endswith("process_webhook_event")] == [row_id]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import joinedload
 
 from portal.audit.services import record
 from portal.billing.models import BillingRecord, BillingStatus as S
@@ -86,7 +87,8 @@ def lock_records(*, invoice_id=None, link_id=None, record_ids=()):
         return []
     return db.session.scalars(
         select(BillingRecord).where(or_(*conditions)).order_by(BillingRecord.id)
-        .with_for_update().execution_options(populate_existing=True)
+        .options(joinedload(BillingRecord.job))  # every change mirrors onto the job: load it with the lock
+        .with_for_update(of=BillingRecord).execution_options(populate_existing=True)
     ).all()
 
 

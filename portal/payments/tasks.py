@@ -22,6 +22,11 @@ def process_webhook_event(event_row_id):
     return status.value if status else "missing"
 
 
+def sweep_received_events():
+    """Scheduled: stored events that no worker picked up (Redis lost the job) go back on the queue."""
+    return services.sweep_received_events()
+
+
 def sweep_overdue():
     """Scheduled: unpaid bills past their due date become overdue."""
     return [billing_record.id for billing_record in services.sweep_overdue()]
