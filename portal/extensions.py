@@ -22,6 +22,16 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+# Row ids are PostgreSQL integers: a larger number in a URL names no row, and PostgreSQL would
+# refuse to compare it, so it must be a 404 before it reaches a query.
+MAX_ROW_ID = 2**31 - 1
+ROW_ID = f"int(min=1, max={MAX_ROW_ID})"  # URL converter for row ids
+
+
+def is_row_id(value):
+    """Whether value could be a row id at all."""
+    return isinstance(value, int) and 0 < value <= MAX_ROW_ID
 migrate = Migrate(compare_type=True, render_as_batch=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()

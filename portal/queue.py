@@ -7,7 +7,7 @@ import threading
 
 from flask import current_app
 from redis import Redis
-from rq import Queue
+from rq import Queue, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.utils import import_attribute
@@ -59,6 +59,12 @@ def is_queued(job_id):
         return Job.fetch(job_id, connection=connection).get_status() in ACTIVE_STATUSES
     except NoSuchJobError:
         return False
+
+
+def is_last_attempt():
+    """True when RQ will not retry the running task again (or it runs outside RQ, in-process)."""
+    job = get_current_job()
+    return job is None or not job.retries_left
 
 
 def _run_in_process(app, dotted_name, args):

@@ -118,3 +118,11 @@ def test_a_boosted_form_with_errors_is_answered_200_so_htmx_swaps_it_in(db, logi
     assert response.status_code == 200
     assert "This field is required." in response.get_data(as_text=True)
     assert db.session.query(Client).count() == 0
+
+
+def test_ids_too_large_for_postgresql_are_a_404_not_a_server_error(login, office):
+    client = login(office)
+    huge = 2**40
+    for url in (f"/office/clients/{huge}", f"/office/clients/1/sites/{huge}/edit", f"/office/templates/{huge}/edit",
+                f"/office/jobs/{huge}"):
+        assert client.get(url).status_code == 404, url

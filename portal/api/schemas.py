@@ -12,9 +12,9 @@ from flask import request
 
 from portal.billing.models import BillingStatus
 from portal.errors import ServiceError
+from portal.extensions import MAX_ROW_ID
 from portal.jobs.models import WorkStatus
 
-MAX_ID = 2**31 - 1  # ids are PostgreSQL integers; larger numbers cannot name a row
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 MAX_LINE_ITEMS = 100
@@ -69,7 +69,7 @@ def parse_timestamp(text):
 
 def _is_kind(value, kind):
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+        return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ROW_ID
     return isinstance(value, kind)
 
 
@@ -111,7 +111,7 @@ class FieldReader:
         value = self._value(key, required)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ROW_ID:
             self.fail(key, "must be a positive integer id")
             return None
         return value
@@ -277,7 +277,7 @@ def _param_id(args, key, errors):
     text = args.get(key)
     if text is None or text == "":
         return None
-    if not text.isdigit() or not 0 < int(text) <= MAX_ID:
+    if not text.isdigit() or not 0 < int(text) <= MAX_ROW_ID:
         errors[key] = "must be a positive integer id"
         return None
     return int(text)

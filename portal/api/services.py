@@ -8,12 +8,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from portal.api.schemas import MAX_ID
 from portal.auth.models import Role, User
 from portal.clients.models import Client, Site
 from portal.clients.services import create_client, create_site
 from portal.errors import ServiceError, TransitionNotAllowed, Unprocessable
-from portal.extensions import db
+from portal.extensions import db, is_row_id
 from portal.jobs.models import Job, LineItemTemplate, WorkStatus
 from portal.jobs.services import add_line_item, add_planned_line_item, complete_job, lock_job, schedule_job
 
@@ -40,7 +39,7 @@ class DuplicateJob(ServiceError):
 
 def load_client(client_id):
     """The client with this id, with its sites; 404 when there is none."""
-    if not 0 < client_id <= MAX_ID:
+    if not is_row_id(client_id):
         abort(404)
     client = db.session.scalar(select(Client).options(selectinload(Client.sites)).where(Client.id == client_id))
     if client is None:
@@ -50,7 +49,7 @@ def load_client(client_id):
 
 def load_job(job_id):
     """The job with this id, with everything its JSON shows; 404 when there is none."""
-    if not 0 < job_id <= MAX_ID:
+    if not is_row_id(job_id):
         abort(404)
     job = db.session.scalar(select(Job).options(*JOB_LOAD_OPTIONS).where(Job.id == job_id))
     if job is None:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from portal.audit.services import record
 from portal.billing.models import BillingStatus, BillingTrigger, RecordKind, TriggerStatus
 from portal.errors import ServiceError, TransitionNotAllowed
-from portal.extensions import db
+from portal.extensions import db, is_row_id
 from portal.jobs.services import lock_job, set_billing_status, visible_jobs
 from portal.queue import enqueue, enqueue_after_commit, is_queued
 from portal.timeutil import utcnow
@@ -119,7 +119,7 @@ def get_record_for(user, record_id):
     from portal.auth.models import STAFF_ROLES
     from portal.billing.models import BillingRecord
 
-    if user.role not in STAFF_ROLES or not 0 < record_id <= 2**31 - 1:
+    if user.role not in STAFF_ROLES or not is_row_id(record_id):
         abort(404)
     billing_record = db.session.get(BillingRecord, record_id)
     if billing_record is None:

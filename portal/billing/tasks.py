@@ -3,22 +3,16 @@
 Enqueued by dotted name (portal.queue.enqueue), so only the worker imports this module's
 PDF and image dependencies.
 """
-from rq import get_current_job
 
 from portal.billing import pipeline
 from portal.billing.models import BillingBatch, BillingTrigger
 from portal.billing.stripe_gateway import StripeRefused
 from portal.errors import ServiceError
+from portal.queue import is_last_attempt
 
 # Failures no retry can fix (Stripe refused the request, a client with no billing email):
 # the trigger is marked failed at once, for a person to look at.
 PERMANENT_FAILURES = (StripeRefused, ServiceError)
-
-
-def is_last_attempt():
-    """True when RQ will not retry this job again (or it runs outside RQ, in-process)."""
-    job = get_current_job()
-    return job is None or not job.retries_left
 
 
 def run_claimed(model, row_id, run, note_failure):

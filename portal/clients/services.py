@@ -10,7 +10,7 @@ from sqlalchemy.orm import selectinload
 from portal.audit.services import record, record_changes
 from portal.clients.models import Batching, BillingMode, Client, SendMode, Site
 from portal.errors import Unprocessable
-from portal.extensions import db
+from portal.extensions import db, is_row_id
 from portal.jobs.models import Job
 
 # The currencies the office may pick; each has two decimal places, which parse_major_amount assumes.
@@ -24,7 +24,7 @@ RECENT_JOBS = 20
 
 def get_client_for(user, client_id):
     """The client, if this user may see clients (staff); 404 otherwise."""
-    client = db.session.get(Client, client_id) if user.is_staff else None
+    client = db.session.get(Client, client_id) if user.is_staff and is_row_id(client_id) else None
     if client is None:
         abort(404)
     return client
@@ -33,7 +33,7 @@ def get_client_for(user, client_id):
 def get_site_for(user, client_id, site_id):
     """The client's site, if this user may see it; 404 for another client's site too."""
     client = get_client_for(user, client_id)
-    site = db.session.get(Site, site_id)
+    site = db.session.get(Site, site_id) if is_row_id(site_id) else None
     if site is None or site.client_id != client.id:
         abort(404)
     return site

@@ -12,7 +12,7 @@ from portal.auth.models import Role
 from portal.auth.services import roles_required
 from portal.crew.services import my_jobs_board
 from portal.errors import ServiceError
-from portal.extensions import db
+from portal.extensions import ROW_ID, db
 from portal.jobs import services as jobs
 from portal.jobs.models import WorkStatus
 from portal.photos import services as photos
@@ -21,7 +21,6 @@ from portal.photos.validation import describe_bytes
 bp = Blueprint("crew", __name__)
 
 # Ids are PostgreSQL integers: a larger number in a URL is a 404, not a database error.
-ROW_ID = "int(min=1, max=2147483647)"
 
 
 @bp.before_request

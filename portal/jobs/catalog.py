@@ -5,7 +5,7 @@ from sqlalchemy import select
 from portal.audit.services import record, record_changes
 from portal.clients.services import CLIENT_CURRENCIES
 from portal.errors import TransitionNotAllowed, Unprocessable
-from portal.extensions import db
+from portal.extensions import db, is_row_id
 from portal.jobs.models import LineItemTemplate
 from portal.money import MoneyError, parse_amount
 
@@ -14,7 +14,7 @@ TEMPLATE_FIELDS = ("name", "description", "unit", "unit_amount", "currency", "ta
 
 def get_template_for(user, template_id):
     """The template, if this user may manage templates (staff); 404 otherwise."""
-    template = db.session.get(LineItemTemplate, template_id) if user.is_staff else None
+    template = db.session.get(LineItemTemplate, template_id) if user.is_staff and is_row_id(template_id) else None
     if template is None:
         abort(404)
     return template

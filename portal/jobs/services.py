@@ -10,13 +10,12 @@ from portal.auth.models import Role, User
 from portal.billing.models import BILLED_STATUSES, BillingStatus, BillingTrigger, TriggerStatus
 from portal.clients.models import Batching, Client
 from portal.errors import ServiceError, TransitionNotAllowed, Unprocessable
-from portal.extensions import db
+from portal.extensions import db, is_row_id
 from portal.jobs.models import Job, JobLineItem, LineItemTemplate, Note, WorkStatus, job_assignments
 from portal.money import MoneyError, line_amount, line_tax, parse_amount, parse_quantity
 from portal.timeutil import utcnow
 
 NOTE_MAX_CHARS = 5000
-MAX_ID = 2**31 - 1  # larger ids cannot exist, and PostgreSQL would refuse to compare them
 
 
 def visible_jobs(user):
@@ -31,7 +30,7 @@ def visible_jobs(user):
 
 def get_job_for(user, job_id):
     """The job, if this user may see it; 404 otherwise, so ids of others' jobs leak nothing."""
-    if not 0 < job_id <= MAX_ID:
+    if not is_row_id(job_id):
         abort(404)
     job = db.session.scalar(visible_jobs(user).where(Job.id == job_id))
     if job is None:
@@ -472,7 +471,7 @@ def add_line_item_from_template(job, *, by, template_id, quantity="1"):
         template_id = int(template_id)
     except (TypeError, ValueError):
         template_id = 0
-    template = db.session.get(LineItemTemplate, template_id) if 0 < template_id < 2**31 else None
+    template = db.session.get(LineItemTemplate, template_id) if is_row_id(template_id) else None
     if template is None or not template.active or template.currency != job.currency:
         raise Unprocessable("Pick an item from the list.", {"template_id": "required"})
     return add_line_item(job, by=by, template=template, quantity=quantity)

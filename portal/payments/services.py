@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from portal.audit.models import Source
 from portal.audit.services import Actor, record
 from portal.errors import ServiceError, TransitionNotAllowed
-from portal.extensions import db
+from portal.extensions import db, is_row_id
 from portal.payments.models import EventStatus, StripeSyncState, WebhookEvent
 from portal.queue import enqueue, enqueue_after_commit, get_queue, redis_connection
 from portal.timeutil import utcnow
@@ -253,7 +253,7 @@ def get_event_for(user, event_id):
     """A stored event, for staff only (404 otherwise, as for jobs)."""
     from portal.auth.models import STAFF_ROLES
 
-    if user.role not in STAFF_ROLES or not 0 < event_id <= 2**31 - 1:
+    if user.role not in STAFF_ROLES or not is_row_id(event_id):
         abort(404)
     event_row = db.session.get(WebhookEvent, event_id)
     if event_row is None:

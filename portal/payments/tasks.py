@@ -1,15 +1,9 @@
 """RQ tasks for payment sync: plain functions that take ids and reload rows."""
 import traceback
 
-from rq import get_current_job
 
 from portal.payments import services
-
-
-def is_last_attempt():
-    """True when RQ will not retry this job again (or it runs outside RQ)."""
-    job = get_current_job()
-    return job is None or not job.retries_left
+from portal.queue import is_last_attempt
 
 
 def process_webhook_event(event_row_id):

@@ -2,11 +2,11 @@
 from flask import Blueprint, send_file
 from flask_login import current_user, login_required
 
+from portal.extensions import ROW_ID
 from portal.photos import services as photos
 
 bp = Blueprint("photos", __name__)
 
-ROW_ID = "int(min=1, max=2147483647)"  # PostgreSQL integer ids: larger numbers are a 404, not a database error
 
 CACHE_SECONDS = 24 * 3600  # a photo id's bytes never change; only who may see it can
 
