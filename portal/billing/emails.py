@@ -24,10 +24,9 @@ from portal.billing.models import BillingStatus, CustomerEmail, EmailKind, Recor
 from portal.documents.services import DEFAULT_DAYS, create_document_link, document_url
 from portal.errors import TransitionNotAllowed, Unprocessable
 from portal.extensions import db
-from portal.jobs.services import today_tz
+from portal.timeutil import business_zone, utcnow
 from portal.money import format_money
 from portal.photos.storage import get_storage
-from portal.timeutil import utcnow
 
 SMTP_TIMEOUT_SECONDS = 20
 MAX_THUMBNAILS = 3
@@ -422,7 +421,7 @@ def local_date(moment):
     """A stored UTC time as the business's calendar date, `Nov 27, 2026`."""
     if moment is None:
         return None
-    return moment.astimezone(today_tz()).strftime("%b %d, %Y").replace(" 0", " ")
+    return moment.astimezone(business_zone()).strftime("%b %d, %Y").replace(" 0", " ")
 
 
 def quantity_text(quantity):

@@ -20,7 +20,7 @@ from flask import current_app, render_template
 from xhtml2pdf import pisa
 from xhtml2pdf.config.resources import ResourceAccessPolicy
 
-from portal.jobs.services import today_tz
+from portal.timeutil import business_zone
 from portal.money import format_money
 from portal.photos.derivatives import WEB_EDGE, ensure_derivatives, fitted, web_key
 from portal.photos.storage import get_storage
@@ -189,7 +189,7 @@ def business_time(moment):
     """`Nov 2, 2026 2:30 PM CST` in BUSINESS_TIMEZONE; None when unknown."""
     if moment is None:
         return None
-    local = moment.astimezone(today_tz())
+    local = moment.astimezone(business_zone())
     return f"{local:%b} {local.day}, {local.year} {local.hour % 12 or 12}:{local:%M %p %Z}"
 
 

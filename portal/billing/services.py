@@ -283,9 +283,9 @@ def resend_email(billing_record, *, by):
 def period_key(batching, moment):
     """The batch period a completion belongs to, in the business's calendar."""
     from portal.clients.models import Batching
-    from portal.jobs.services import today_tz
+    from portal.timeutil import business_zone
 
-    local = moment.astimezone(today_tz())
+    local = moment.astimezone(business_zone())
     if batching == Batching.WEEKLY:
         year, week, _ = local.isocalendar()
         return f"{year}-W{week:02d}"

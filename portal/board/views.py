@@ -6,7 +6,7 @@ from portal.auth.services import roles_required
 from portal.board.fast_poll import UNRESOLVED, fresh_board_version, poll_version, poller_role
 from portal.board.services import board, payment_timeline, source_label
 from portal.extensions import login_manager
-from portal.office.business_time import format_business_time
+from portal.timeutil import format_business_time
 
 bp = Blueprint("board", __name__)
 POLL_SECONDS = 3

@@ -3,8 +3,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from portal.jobs.models import WorkStatus
-from portal.jobs.services import crew_jobs, today_tz
-from portal.timeutil import utcnow
+from portal.jobs.services import crew_jobs
+from portal.timeutil import business_zone, utcnow
 
 
 @dataclass
@@ -19,7 +19,7 @@ class MyJobsBoard:
 
 def my_jobs_board(user):
     """The crew member's jobs grouped Today / Upcoming / Done today, in the business's timezone."""
-    zone = today_tz()
+    zone = business_zone()
     today = utcnow().astimezone(zone).date()
     tomorrow = datetime.combine(today + timedelta(days=1), time.min, tzinfo=zone)
     board = MyJobsBoard(today=today)

@@ -17,6 +17,7 @@ from portal.jobs import services as jobs
 from portal.jobs.models import WorkStatus
 from portal.photos import services as photos
 from portal.photos.validation import describe_bytes
+from portal.timeutil import business_zone
 
 bp = Blueprint("crew", __name__)
 
@@ -37,7 +38,7 @@ def crew_template_helpers():
 
 def local_time(moment, pattern="%a %b %-d, %-I:%M %p"):
     """An aware UTC datetime as the business's wall-clock time, e.g. 'Tue Nov 3, 2:05 PM'."""
-    return moment.astimezone(jobs.today_tz()).strftime(pattern) if moment is not None else ""
+    return moment.astimezone(business_zone()).strftime(pattern) if moment is not None else ""
 
 
 def display_quantity(value):

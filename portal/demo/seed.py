@@ -17,8 +17,8 @@ from portal.clients.services import create_client, create_site
 from portal.extensions import db
 from portal.jobs.catalog import create_template
 from portal.jobs.models import Job, LineItemTemplate, WorkStatus
-from portal.jobs.services import add_line_item, add_note, complete_job, create_job, today_tz
-from portal.timeutil import utcnow
+from portal.jobs.services import add_line_item, add_note, complete_job, create_job
+from portal.timeutil import business_zone, utcnow
 
 DEMO_PASSWORD = "closeout-demo"  # demo only, printed on purpose
 DEMO_DOMAIN = "demo.closeout.test"
@@ -202,7 +202,7 @@ def visit_start(spec, now, zone):
 
 def work_the_day(people, clients, templates, seeder):
     """Book each job, then let its crew do what they have done so far: notes, lines, completion."""
-    now, zone = utcnow(), today_tz()
+    now, zone = utcnow(), business_zone()
     for spec in DAY:
         client, sites = clients[spec.client]
         crew = [people[spec.crew]] if spec.crew else []

@@ -13,7 +13,7 @@ from portal.errors import ServiceError, TransitionNotAllowed, Unprocessable
 from portal.extensions import db, is_row_id
 from portal.jobs.models import Job, JobLineItem, LineItemTemplate, Note, WorkStatus, job_assignments
 from portal.money import MoneyError, line_amount, line_tax, parse_amount, parse_quantity
-from portal.timeutil import utcnow
+from portal.timeutil import business_zone, utcnow
 
 NOTE_MAX_CHARS = 5000
 
@@ -40,7 +40,7 @@ def get_job_for(user, job_id):
 
 def crew_jobs(user, today, days_ahead=7):
     """A crew member's open jobs for today and the coming days, plus today's completed ones."""
-    start = datetime.combine(today, time.min, tzinfo=today_tz())
+    start = datetime.combine(today, time.min, tzinfo=business_zone())
     end = start + timedelta(days=days_ahead + 1)
     query = (
         visible_jobs(user)
@@ -55,12 +55,6 @@ def crew_jobs(user, today, days_ahead=7):
         .order_by(Job.scheduled_start.nulls_last(), Job.id)
     )
     return db.session.scalars(query).all()
-
-
-def today_tz():
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(current_app.config["BUSINESS_TIMEZONE"])
 
 
 def assign_number(job):

@@ -14,7 +14,7 @@ from portal.clients.models import Batching, BillingMode, SendMode
 from portal.clients.services import CLIENT_CURRENCIES
 from portal.jobs.models import WorkStatus
 from portal.money import MoneyError, format_money, parse_major_amount
-from portal.office.business_time import business_zone, day_end_utc, day_start_utc
+from portal.timeutil import business_zone, day_end_utc, day_start_utc
 
 
 

@@ -15,7 +15,7 @@ from portal.jobs.services import (active_templates, add_line_item, add_note, ass
                                   get_job_for, get_line_item_for, remove_line_item, reopen_job,
                                   require_items_editable, schedule_job, search_jobs, update_job,
                                   update_line_item)
-from portal.office.business_time import format_business_time
+from portal.timeutil import format_business_time
 from portal.office.forms import (AddLineItemForm, ClientForm, CompleteJobForm, EditLineItemForm, JobFilterForm,
                                  JobForm, NoteForm, ReopenJobForm, SiteForm, TemplateForm, site_choices)
 

@@ -17,7 +17,7 @@ from flask import current_app
 from PIL import ExifTags, Image
 
 from portal.errors import Unprocessable
-from portal.jobs.services import today_tz
+from portal.timeutil import business_zone
 
 pillow_heif.register_heif_opener()
 
@@ -151,7 +151,7 @@ def taken_at_from_exif(exif):
     if offset and re.fullmatch(r"[+-]\d{2}:\d{2}", offset):
         taken = datetime.strptime(f"{stamp} {offset.replace(':', '')}", "%Y:%m:%d %H:%M:%S %z")
     else:
-        taken = local.replace(tzinfo=today_tz())
+        taken = local.replace(tzinfo=business_zone())
     return taken.astimezone(timezone.utc)
 
 
