@@ -16,3 +16,15 @@ from portal.billing.models import (  # noqa: F401
 from portal.clients.models import Batching, BillingMode, Client, SendMode, Site  # noqa: F401
 from portal.jobs.models import Job, JobLineItem, LineItemTemplate, Note, Photo, WorkStatus, job_assignments  # noqa: F401
 from portal.payments.models import EventStatus, StripeSyncState, WebhookEvent  # noqa: F401
+from portal.referrals.models import (  # noqa: F401
+    AccountStatus,
+    DisputePolicy,
+    EntryKind,
+    FeeBase,
+    FeeKind,
+    Partner,
+    Payout,
+    PayoutEntry,
+    PayoutStatus,
+    Referral,
+)

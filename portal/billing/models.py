@@ -150,8 +150,11 @@ class BillingRecord(db.Model):
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     closed_at = mapped_column(UTCDateTime, nullable=True)
     closed_reason: Mapped[str | None] = mapped_column(Text)
+    # The referral in force when the job was billed (issue 6): its partner earns the fee on payment.
+    referral_id: Mapped[int | None] = mapped_column(ForeignKey("referrals.id"), index=True)
 
     job = relationship("Job", back_populates="billing_records")
+    referral = relationship("Referral")
     trigger = relationship("BillingTrigger", back_populates="records")
     batch = relationship("BillingBatch", back_populates="records")
 

@@ -1,0 +1,26 @@
+"""security: server-side session control
+
+Revision ID: 3f6a1c2b7d05
+Revises: 3f6a1c2b7d04
+Create Date: 2026-11-27 14:00:00.000000
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+import portal.timeutil
+
+
+# revision identifiers, used by Alembic.
+revision = '3f6a1c2b7d05'
+down_revision = '3f6a1c2b7d04'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
