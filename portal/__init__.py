@@ -1,9 +1,9 @@
 """Closeout: from 'crew finished the job' to 'customer paid, partner paid, books right'."""
 from flask import Flask
 
-from portal import cli, errors
+from portal import cli, errors, security
 from portal.config import load_config
-from portal.extensions import csrf, db, htmx, login_manager, migrate
+from portal.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
 
 def create_app(config=None):
@@ -20,23 +20,31 @@ def create_app(config=None):
     login_manager.login_message = "Please sign in."
     csrf.init_app(app)
     htmx.init_app(app)
+    limiter.init_app(app)  # failed sign-ins, counted in Redis (memory:// without REDIS_URL)
+    security.init_app(app)  # CSP and the other headers on every response
 
     from portal.auth import services as _auth_services  # noqa: F401  (registers the user loader)
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
     from portal.board.views import bp as board_bp
     from portal.crew.views import bp as crew_bp
+    from portal.dashboard.views import bp as dashboard_bp
     from portal.demo import views as demo_views
     from portal.documents.views import bp as documents_bp
     from portal.office.views import bp as office_bp
     from portal.payments.views import bp as payments_bp
     from portal.photos.views import bp as photos_bp
+    from portal.referrals.views import portal_bp as partner_portal_bp
+    from portal.referrals.views import staff_bp as partners_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(crew_bp, url_prefix="/crew")
     app.register_blueprint(office_bp, url_prefix="/office")
     app.register_blueprint(board_bp, url_prefix="/office/board")
+    app.register_blueprint(dashboard_bp, url_prefix="/office/dashboard")  # staff; exports and audit: owner
     app.register_blueprint(photos_bp, url_prefix="/photos")
+    app.register_blueprint(partners_bp, url_prefix="/office")  # partner setup, attribution, payouts ledger: staff
+    app.register_blueprint(partner_portal_bp, url_prefix="/partner")  # the partner portal: partner logins only
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     app.register_blueprint(payments_bp)  # /webhooks/stripe (signed, no login) and /webhooks/issues (staff)
     app.register_blueprint(documents_bp, url_prefix="/d")  # customers' links: no login, hashed tokens

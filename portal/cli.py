@@ -27,6 +27,21 @@ def create_user_command(email, role, name, password):
     click.echo(f"Created {user.role.value} {user.email} (id {user.id}).")
 
 
+@users_cli.command("deactivate")
+@click.argument("email")
+def deactivate_user_command(email):
+    """Stop an account signing in and end all its sessions now."""
+    from portal.audit.services import Actor
+    from portal.auth.services import deactivate_user, find_user_by_email
+
+    user = find_user_by_email(email)
+    if user is None:
+        raise click.ClickException(f"No account for {email}.")
+    ended = deactivate_user(user, by=Actor.system("cli"))
+    db.session.commit()
+    click.echo(f"Deactivated {user.email}; ended {ended} session(s).")
+
+
 @tokens_cli.command("create")
 @click.argument("name")
 def create_token_command(name):
@@ -41,11 +56,18 @@ def create_token_command(name):
 
 
 @click.command("seed-demo")
-def seed_demo_command():
+@click.option("--jobs", type=click.IntRange(min=0), default=0,
+              help="Also add this many past jobs with their billing, in bulk (the dashboard's large book).")
+def seed_demo_command(jobs):
     """Create demo accounts, clients, a price list and a day of jobs; safe to run again."""
     from portal.demo.seed import seed_demo
 
     summary = seed_demo()
+    if jobs:
+        from portal.demo.book import seed_book
+
+        records = seed_book(jobs)
+        click.echo(f"Added {jobs} past jobs with {records} billing records.")
     if summary["already_seeded"]:
         click.echo("Demo data is already seeded; nothing was added.")
     else:
@@ -68,3 +90,11 @@ def init_app(app: Flask):
     from portal.payments.cli import stripe_cli
 
     app.cli.add_command(stripe_cli)
+
+    from portal.reminders.cli import reminders_cli
+
+    app.cli.add_command(reminders_cli)
+
+    from portal.referrals.cli import referrals_cli
+
+    app.cli.add_command(referrals_cli)

@@ -29,7 +29,14 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = True
+    # __Host-: the browser keeps it only if Secure, path / and no Domain, so no sibling subdomain can plant one.
+    SESSION_COOKIE_NAME = "__Host-closeout"
     REMEMBER_COOKIE_SECURE = True
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    RATELIMIT_HEADERS_ENABLED = True  # Retry-After on a 429
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True  # Redis down: limits per process rather than none or a 500
+    HSTS_SECONDS = 365 * 24 * 3600
     DEMO_PAGES = False
     PASSWORD_HASH_METHOD = "scrypt"
 
@@ -38,6 +45,25 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = normalise_database_url(_required("DATABASE_URL"))
         self.REDIS_URL = os.environ.get("REDIS_URL") or None
         self.RQ_QUEUE_PREFIX = os.environ.get("RQ_QUEUE_PREFIX", "closeout")
+        # Flask-Limiter counts failed sign-ins in Redis, shared by every web process; the demo has no Redis.
+        self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        self.RATELIMIT_KEY_PREFIX = self.RQ_QUEUE_PREFIX
+        self.RATELIMIT_STORAGE_OPTIONS = {"key_prefix": f"{self.RQ_QUEUE_PREFIX}-limits"} if self.REDIS_URL else {}
+        # Sessions (portal/auth/sessions.py): idle and absolute limits. Crews get a working day between
+        # sign-ins on a phone that sits in a pocket between jobs; office, owner and partners 30 idle minutes.
+        self.SESSION_IDLE_MINUTES = _int("SESSION_IDLE_MINUTES", 30)
+        self.SESSION_ABSOLUTE_HOURS = _int("SESSION_ABSOLUTE_HOURS", 12)
+        self.CREW_SESSION_IDLE_MINUTES = _int("CREW_SESSION_IDLE_MINUTES", 8 * 60)
+        self.CREW_SESSION_ABSOLUTE_HOURS = _int("CREW_SESSION_ABSOLUTE_HOURS", 16)
+        # Failed sign-ins (portal/auth/views.py), in Flask-Limiter's notation: per address and account,
+        # per account from anywhere, per address over all accounts.
+        self.LOGIN_LIMIT_PER_ADDRESS_AND_ACCOUNT = os.environ.get("LOGIN_LIMIT_PER_ADDRESS_AND_ACCOUNT",
+                                                                  "5/minute;20/hour")
+        self.LOGIN_LIMIT_PER_ACCOUNT = os.environ.get("LOGIN_LIMIT_PER_ACCOUNT", "50/hour")
+        self.LOGIN_LIMIT_PER_ADDRESS = os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "100/hour")
+        # How many reverse proxies set X-Forwarded-For/-Proto in front of gunicorn: without it every
+        # sign-in seems to come from the proxy's address and the per-address limit would be one for all.
+        self.TRUSTED_PROXY_COUNT = _int("TRUSTED_PROXY_COUNT", 0)
         self.UPLOAD_DIR = os.environ.get("UPLOAD_DIR") or str(INSTANCE_DIR / "uploads")
         self.STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY") or None
         self.STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET") or None
@@ -70,7 +96,9 @@ class DevelopmentConfig(Config):
     """`make demo`: SQLite, in-process jobs unless REDIS_URL is set, a throwaway secret."""
 
     SESSION_COOKIE_SECURE = False
+    SESSION_COOKIE_NAME = "closeout"  # plain http on localhost: a __Host- cookie needs Secure
     REMEMBER_COOKIE_SECURE = False
+    HSTS_SECONDS = 0  # never pin localhost to https
     DEMO_PAGES = True
 
     def __init__(self):
@@ -86,7 +114,9 @@ class TestConfig(Config):
     TESTING = True
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # tests create hundreds of users; strength is not under test
     SESSION_COOKIE_SECURE = False
+    SESSION_COOKIE_NAME = "closeout"
     REMEMBER_COOKIE_SECURE = False
+    HSTS_SECONDS = 0
 
     def __init__(self):
         os.environ.setdefault("SECRET_KEY", "test-secret-key")

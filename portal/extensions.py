@@ -1,4 +1,6 @@
 """Extension instances, bound to the app in create_app()."""
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -36,3 +38,5 @@ migrate = Migrate(compare_type=True, render_as_batch=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = Htmx()
+# No default limits: only routes that say so are limited (sign-in); storage and prefix come from config.
+limiter = Limiter(key_func=get_remote_address)

@@ -7,6 +7,8 @@ from rq.cron import CronScheduler
 
 from portal.billing import tasks as billing_tasks
 from portal.payments import tasks as payments_tasks
+from portal.referrals import tasks as referrals_tasks
+from portal.reminders import tasks as reminders_tasks
 
 EVERY_FIVE_MINUTES = 300
 
@@ -19,4 +21,7 @@ def build_cron(connection, queue_name):
     cron.register(payments_tasks.sweep_received_events, queue_name, interval=EVERY_FIVE_MINUTES)
     cron.register(payments_tasks.reconcile_with_stripe, queue_name, cron="7 * * * *")  # hourly
     cron.register(payments_tasks.sweep_overdue, queue_name, cron="30 * * * *")  # hourly: due dates pass all day
+    # Hourly: reminders are due by the business's calendar day, and wait for its business hours.
+    cron.register(reminders_tasks.send_due_reminders, queue_name, cron="35 * * * *")
+    cron.register(referrals_tasks.release_due_payouts, queue_name, cron="45 * * * *")  # hourly: holds end all day
     return cron

@@ -85,6 +85,7 @@ ROUTES = [
     Route("GET", "/v1/accounts", "AccountListParams", connect.list_accounts),
     Route("GET", "/v1/accounts/<id>", "AccountRetrieveParams", connect.retrieve_account),
     Route("POST", "/v1/accounts/<id>", "AccountUpdateParams", connect.update_account),
+    Route("POST", "/v1/account_links", "AccountLinkCreateParams", connect.create_account_link),
     Route("GET", "/v1/balance", "BalanceRetrieveParams", connect.retrieve_balance),
     Route("POST", "/v1/transfers", "TransferCreateParams", connect.create_transfer),
     Route("GET", "/v1/transfers", "TransferListParams", connect.list_transfers),

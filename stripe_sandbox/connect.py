@@ -6,7 +6,7 @@ from stripe_sandbox.errors import StripeError, invalid_state, parameter_missing,
 from stripe_sandbox.listing import list_matching, paginate
 from stripe_sandbox.money import format_amount
 from stripe_sandbox.shapes import apply_changes, list_object, shaped, updated_metadata
-from stripe_sandbox.state import new_id
+from stripe_sandbox.state import new_id, random_token
 
 INSUFFICIENT_FUNDS_MESSAGE = (
     "You have insufficient available funds in your Stripe account. Try adding funds directly to your available "
@@ -19,25 +19,73 @@ INSUFFICIENT_FUNDS_MESSAGE = (
 
 
 def create_account(sb, params):
-    """POST /v1/accounts"""
+    """POST /v1/accounts — `express` and `standard` accounts wait for onboarding; `custom` ones start enabled."""
     account_id = new_id("account")
+    account_type = params.get("type", "custom")
+    onboarded = account_type == "custom"
     requested = params.get("capabilities") or {}
-    capabilities = {name: "active" for name, wanted in requested.items() if wanted.get("requested")}
+    capabilities = {name: "active" if onboarded else "inactive"
+                    for name, wanted in requested.items() if wanted.get("requested")}
     account = shaped(
         "account",
         id=account_id,
         business_type=params.get("business_type"),
-        capabilities=capabilities or {"card_payments": "active", "transfers": "active"},
+        capabilities=capabilities or {"card_payments": "active" if onboarded else "inactive",
+                                      "transfers": "active" if onboarded else "inactive"},
+        charges_enabled=onboarded,
+        details_submitted=onboarded,
+        payouts_enabled=onboarded,
         country=params.get("country", "US"),
         created=sb.clock.now(),
         default_currency=params.get("default_currency", "usd"),
         email=params.get("email"),
         external_accounts=list_object([], f"/v1/accounts/{account_id}/external_accounts"),
         metadata=params.get("metadata") or {},
-        type=params.get("type", "custom"),
+        type=account_type,
     )
+    if not onboarded:
+        account["requirements"].update(currently_due=list(ONBOARDING_REQUIREMENTS),
+                                       eventually_due=list(ONBOARDING_REQUIREMENTS),
+                                       disabled_reason="requirements.past_due")
     account["business_profile"].update(params.get("business_profile", {}))
     sb.store.add(account)
+    return account
+
+
+# ---------------------------------------------------------------- onboarding (account links)
+
+ONBOARDING_REQUIREMENTS = ("business_profile.url", "external_account", "tos_acceptance.date", "tos_acceptance.ip")
+ACCOUNT_LINK_SECONDS = 300  # Stripe's account links expire after a few minutes
+
+
+def create_account_link(sb, params):
+    """POST /v1/account_links — a single-use URL to the sandbox's hosted onboarding page."""
+    account = sb.store.get("account", params["account"], param="account")
+    if params.get("type") not in ("account_onboarding", "account_update"):
+        raise StripeError("Invalid type: must be one of account_onboarding or account_update", param="type")
+    for name in ("refresh_url", "return_url"):
+        if not params.get(name):
+            raise parameter_missing(name)
+    token = random_token(24)
+    created = sb.clock.now()
+    sb.onboarding_links[token] = {"account": account["id"], "return_url": params["return_url"],
+                                  "refresh_url": params["refresh_url"], "expires_at": created + ACCOUNT_LINK_SECONDS,
+                                  "used": False}
+    return shaped("account_link", created=created, expires_at=created + ACCOUNT_LINK_SECONDS,
+                  url=f"{sb.public_url}/connect/onboarding/{token}")
+
+
+def complete_onboarding(sb, account_id):
+    """The partner finished onboarding: details submitted, charges and payouts enabled, capabilities active."""
+    account = sb.store.get("account", account_id, param="account")
+    capabilities = {name: "active" for name in (account["capabilities"] or {"transfers": None})}
+    requirements = dict(account["requirements"], currently_due=[], eventually_due=[], past_due=[],
+                        disabled_reason=None)
+    previous = apply_changes(account, {"capabilities": capabilities, "charges_enabled": True,
+                                       "details_submitted": True, "payouts_enabled": True,
+                                       "requirements": requirements})
+    if previous:
+        sb.emit("account.updated", account, previous)
     return account
 
 
@@ -123,8 +171,14 @@ def _check_funding(sb, amount, currency, source_transaction):
 def create_transfer(sb, params):
     """POST /v1/transfers"""
     destination = params["destination"]
-    if sb.store.find(destination) is None or not destination.startswith("acct_"):
+    account = sb.store.find(destination)
+    if account is None or not destination.startswith("acct_"):
         raise resource_missing("destination", destination, param="destination")
+    if (account["capabilities"] or {}).get("transfers") != "active":
+        raise StripeError(
+            "Your destination account needs to have at least one of the following capabilities enabled: "
+            "transfers, crypto_transfers, legacy_payments", code="insufficient_capabilities_for_transfer",
+            param="destination")
     if "amount" not in params:
         raise parameter_missing("amount")
     amount, currency = params["amount"], params["currency"].lower()

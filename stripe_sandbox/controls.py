@@ -99,6 +99,14 @@ def dispute_charge(charge_id):
         return json_response(render(sb, dispute, []))
 
 
+@bp.post("/accounts/<account_id>/onboard")
+def onboard_account(account_id):
+    """The partner completes onboarding, as the hosted page's button does (for scripts and the demo)."""
+    sb = _sandbox()
+    with sb.lock:
+        return json_response(render(sb, connect.complete_onboarding(sb, account_id), []))
+
+
 # ---------------------------------------------------------------- clock and balance
 
 

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
-from stripe_sandbox import payments
+from stripe_sandbox import connect, payments
 from stripe_sandbox.errors import StripeError
 from stripe_sandbox.pdf import invoice_pdf
 
@@ -94,3 +94,32 @@ def pay_payment_link_page(link_id):
             return redirect(after["redirect"]["url"].replace("{CHECKOUT_SESSION_ID}", session["id"]), code=303)
         message = after["hosted_confirmation"]["custom_message"] or RESULT_MESSAGES[outcome]
         return render_template("confirmation.html", link=link, session=session, message=message)
+
+
+@bp.get("/connect/onboarding/<token>")
+def onboarding_page(token):
+    """The hosted onboarding an Account Link leads to; an expired or used link goes to its refresh_url, as at Stripe."""
+    sb = _sandbox()
+    with sb.lock:
+        link = sb.onboarding_links.get(token)
+        if link is None:
+            return _not_found("onboarding link")
+        if link["used"] or link["expires_at"] < sb.clock.now():
+            return redirect(link["refresh_url"], code=303)
+        account = sb.store.get("account", link["account"])
+        return render_template("onboarding.html", account=account, token=token)
+
+
+@bp.post("/connect/onboarding/<token>")
+def complete_onboarding_page(token):
+    """"Complete onboarding": the account is enabled, `account.updated` is sent, and the partner returns."""
+    sb = _sandbox()
+    with sb.lock:
+        link = sb.onboarding_links.get(token)
+        if link is None:
+            return _not_found("onboarding link")
+        if link["used"] or link["expires_at"] < sb.clock.now():
+            return redirect(link["refresh_url"], code=303)
+        connect.complete_onboarding(sb, link["account"])
+        link["used"] = True
+    return redirect(link["return_url"], code=303)

@@ -57,6 +57,8 @@ class Sandbox:
         self.days_until_due = {}
         self.line_items = {}
         self.overdue_reported = set()
+        # Account links' tokens → the account, its return and refresh URLs (Stripe keeps these off any object).
+        self.onboarding_links = {}
 
     def _register_startup_endpoints(self):
         for startup in self.startup_endpoints:

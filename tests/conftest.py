@@ -115,6 +115,9 @@ def app(_migrated_app):
 
         for name in QUEUE_NAMES:  # ids restart with the tables, so old jobs would name new rows
             get_queue(name).empty()
+        from portal.extensions import limiter
+
+        limiter.reset()  # failed sign-ins of one test must not lock out the next
         tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
         with db.engine.begin() as connection:
             connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
@@ -171,6 +174,11 @@ def owner(db):
 @pytest.fixture
 def partner(db):
     return factories.user("partner", name="Pat Partner")
+
+
+@pytest.fixture
+def other_partner(db):
+    return factories.user("partner", name="Quinn Otherpartner")
 
 
 @pytest.fixture

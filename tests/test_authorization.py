@@ -16,9 +16,10 @@ from portal.extensions import db
 from portal.photos.services import add_photo
 from tests import factories
 
-ROLES = ("anonymous", "crew", "other_crew", "office", "owner", "partner")
+ROLES = ("anonymous", "crew", "other_crew", "office", "owner", "partner", "other_partner")
 
-# Who reaches each endpoint. "crew" is the crew member assigned to the job in the URL.
+# Who reaches each endpoint. "crew" is the crew member assigned to the job in the URL; "partner" is the
+# partner whose payout is in the URL, "other_partner" another partner with rows of its own.
 STAFF = {"office", "owner"}
 JOB_CREW = {"crew"}
 JOB_VIEWERS = {"crew", "office", "owner"}
@@ -32,7 +33,6 @@ ACCESS = {
     "auth.index": SIGNED_IN,  # anonymous visitors are sent to sign in
     "auth.login": EVERYONE,
     "auth.logout": SIGNED_IN,
-    "auth.partner_home": {"partner"},
     "documents.proof_pdf": PUBLIC_TOKEN,
     "photos.original": JOB_VIEWERS,
     "photos.thumbnail": JOB_VIEWERS,
@@ -42,9 +42,23 @@ ACCESS.update({endpoint: JOB_CREW for endpoint in (
     "crew.job", "crew.confirm_complete", "crew.complete", "crew.add_item", "crew.remove_item", "crew.add_note",
     "crew.add_photos", "crew.remove_photo")})
 ACCESS["crew.my_jobs"] = {"crew", "other_crew"}
+# Issue 9: the manifest and service worker install the crew app and hold nothing of anyone's.
+ACCESS.update({endpoint: EVERYONE for endpoint in ("crew.manifest", "crew.service_worker")})
+# Issue 6: partner setup, attribution and the payouts ledger are staff screens under /office (their own
+# blueprint, so listed here); the portal shows each partner their own rows, and another partner's payout is a 404.
+ACCESS.update({endpoint: STAFF for endpoint in (
+    "partners.index", "partners.new_partner", "partners.partner", "partners.edit_partner",
+    "partners.start_partner_onboarding", "partners.refresh_partner_account", "partners.add_client_referral",
+    "partners.end_client_referral", "partners.add_job_referral", "partners.end_job_referral", "partners.ledger",
+    "partners.ledger_csv", "partners.retry")})
+ACCESS.update({endpoint: {"partner", "other_partner"} for endpoint in ("partner.home", "partner.earnings_csv")})
+ACCESS["partner.payout"] = {"partner"}
 # Payment sync: the receiver is public but signature-checked (unsigned requests get 400, see
 # tests/test_webhooks.py); the Webhook issues page and its actions are for staff.
 ACCESS["payments.stripe_webhook"] = EVERYONE
+# Issue 7: the dashboard for staff (the office sees its operational parts); exports and the audit log: owner.
+ACCESS["dashboard.page"] = STAFF
+ACCESS.update({endpoint: {"owner"} for endpoint in ("dashboard.exports", "dashboard.export", "dashboard.audit_log")})
 ACCESS.update({endpoint: STAFF for endpoint in (
     "payments.webhook_issues", "payments.retry_webhook_event", "payments.ignore_webhook_event")})
 ACCESS.update({endpoint: API for endpoint in (
@@ -64,13 +78,17 @@ def objects_for(crew):
     site = factories.site(client_row)
     template = factories.template()
     job = factories.job(client_row, crew=[crew], items=[("Labor", "1", 8500)], site=site)
+    partner_row = factories.partner()
+    referral = factories.referral(partner_row, client_row=client_row)
+    payout = factories.payout(partner_row, amount=850, referral_row=referral, job_row=job, status="failed")
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), "teal").save(buffer, "JPEG")
     photo = add_photo(job, FileStorage(io.BytesIO(buffer.getvalue()), "a.jpg"), by=Actor.for_user(crew))
     event_id = failed_webhook_event()
     db.session.commit()
     return {"event_id": event_id, "job_id": job.id, "item_id": job.line_items[0].id, "photo_id": photo.id, "client_id": client_row.id,
-            "site_id": site.id, "template_id": template.id, "filename": "closeout.css", "token": "x" * 43}
+            "site_id": site.id, "template_id": template.id, "filename": "closeout.css", "token": "x" * 43,
+            "partner_id": partner_row.id, "referral_id": referral.id, "payout_id": payout.id}
 
 
 def failed_webhook_event():
@@ -85,9 +103,14 @@ def failed_webhook_event():
 
 
 @pytest.fixture
-def world(db, crew, other_crew, office, owner, partner):
+def world(db, crew, other_crew, office, owner, partner, other_partner):
     values = objects_for(crew)
-    users = {"crew": crew, "other_crew": other_crew, "office": office, "owner": owner, "partner": partner}
+    # The signed-in partners' own rows; the payout in GET URLs is `partner`'s, so `other_partner` must get 404.
+    partner_row = factories.partner(partner)
+    factories.payout(factories.partner(other_partner), amount=400)
+    values["payout_id"] = factories.payout(partner_row, amount=850).id
+    users = {"crew": crew, "other_crew": other_crew, "office": office, "owner": owner, "partner": partner,
+             "other_partner": other_partner}
     return values, users
 
 

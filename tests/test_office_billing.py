@@ -216,6 +216,22 @@ def test_void_deactivates_a_payment_link(db, login, office, stripe):
 
 # --- Paid offline, no charge, resend ---------------------------------------------------------------------
 
+def test_a_referred_job_paid_offline_still_earns_its_partner_fee(db, login, office, stripe):
+    from portal.referrals.models import Payout, PayoutStatus
+    from tests.fixtures.referrals import partner_row, referral_row
+
+    client_row = factories.client(billing_mode="invoice", send_mode="auto")
+    partner = partner_row(basis_points=1000)  # 10 % of the subtotal, no connected account yet
+    referral_row(partner, client=client_row)
+    job = billed_job(client_row)
+
+    login(office).post_form(f"/office/jobs/{job.id}/billing/paid-offline", {"method": "cash"})
+
+    payout = db.session.query(Payout).one()
+    assert (payout.job_id, payout.partner_id, payout.amount_paid, payout.amount) == (job.id, partner.id, 17000, 1700)
+    assert payout.status == PayoutStatus.HELD_NO_ACCOUNT and payout.source_charge_id is None
+
+
 def test_mark_paid_offline_then_void_is_refused(db, login, office, stripe):
     job = billed_job(factories.client(billing_mode="invoice", send_mode="auto"))
     bill = job.live_billing_record

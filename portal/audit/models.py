@@ -1,7 +1,7 @@
 """The append-only audit log: who or what changed which field, from what to what, when."""
 import enum
 
-from sqlalchemy import JSON, Enum, ForeignKey, String, Text
+from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -20,6 +20,9 @@ class AuditEntry(db.Model):
     """Rows are only ever inserted; nothing in the app updates or deletes them."""
 
     __tablename__ = "audit_entries"
+    # The audit log view filters by who did it; on PostgreSQL a trigger refuses UPDATE and DELETE
+    # (migration 3f6a1c2b7d02).
+    __table_args__ = (Index("ix_audit_entries_source_actor_ref", "source", "actor_ref"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False, index=True)
@@ -34,3 +37,14 @@ class AuditEntry(db.Model):
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class AuditLogIsAppendOnly(RuntimeError):
+    """Something tried to change or delete an audit entry."""
+
+
+@event.listens_for(AuditEntry, "before_update")
+@event.listens_for(AuditEntry, "before_delete")
+def refuse_changes(mapper, connection, entry):
+    """The ORM refuses too, on every database (PostgreSQL's trigger also stops raw SQL)."""
+    raise AuditLogIsAppendOnly(f"audit entry {entry.id} cannot be changed or deleted")

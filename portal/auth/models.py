@@ -5,7 +5,7 @@ import secrets
 
 from flask import current_app, has_app_context
 from flask_login import UserMixin
-from sqlalchemy import Enum, String
+from sqlalchemy import Enum, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -75,3 +75,20 @@ class ApiToken(db.Model):
         """A new token and its raw value, which is shown once and never stored."""
         raw = "co_" + secrets.token_urlsafe(32)
         return cls(name=name, token_hash=cls.hash(raw), prefix=raw[:10]), raw
+
+
+class UserSession(db.Model):
+    """One signed-in browser: the server-side half of a cookie session, so that it can be ended.
+
+    A signed cookie cannot be revoked by itself; the cookie carries a random key whose SHA-256
+    is this row's, and the user loader accepts a cookie only while its row is not ended.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    ended_at = mapped_column(UTCDateTime, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)

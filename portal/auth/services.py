@@ -5,7 +5,9 @@ from flask import abort
 from flask_login import current_user
 from sqlalchemy import func, select
 
+from portal.audit.services import record
 from portal.auth.models import Role, User
+from portal.auth.sessions import end_all_sessions, load_session_user
 from portal.errors import ServiceError
 from portal.extensions import db, login_manager
 
@@ -14,8 +16,8 @@ MIN_PASSWORD_LENGTH = 10
 
 @login_manager.user_loader
 def load_user(user_id):
-    user = db.session.get(User, int(user_id))
-    return user if user is not None and user.active else None
+    """The signed-in user, if the session's server-side row is live and inside its timeouts (auth/sessions.py)."""
+    return load_session_user(user_id)
 
 
 def roles_required(*roles):
@@ -69,5 +71,14 @@ def home_endpoint_for(user):
         Role.CREW: "crew.my_jobs",
         Role.OFFICE: "office.jobs",
         Role.OWNER: "office.jobs",
-        Role.PARTNER: "auth.partner_home",
+        Role.PARTNER: "partner.home",
     }[user.role]
+
+
+def deactivate_user(user, *, by):
+    """Stop an account from signing in and end every session it has, at once; the caller commits."""
+    if user.active:
+        user.active = False
+        record(by, "user.deactivated", user, field="active", old=True, new=False)
+    ended = end_all_sessions(user, "deactivated")
+    return ended

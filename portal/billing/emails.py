@@ -170,7 +170,7 @@ def claim_email(anchor, bill, kind, by):
                          message_id=bill.message["Message-ID"], claimed_at=utcnow(), created_by=by.label)
 
 
-def deliver_claimed(claim, bill, *, by, action):
+def deliver_claimed(claim, bill, *, by, action, detail=None):
     """Speak SMTP for a committed claim, then record the outcome on it and in the audit log."""
     billing_record = claim.record
     try:
@@ -183,7 +183,7 @@ def deliver_claimed(claim, bill, *, by, action):
         claim.error = "Refused by the mail server: " + ", ".join(f"{a} ({code})" for a, (code, _) in refused.items())
     record(by, action, billing_record, job=billing_record.job,
            detail={"recipients": bill.envelope_to, "subject": bill.subject, "message_id": claim.message_id,
-                   "linked_proofs": len(bill.links)})
+                   "linked_proofs": len(bill.links), **(detail or {})})
     db.session.commit()
     return claim
 
@@ -265,14 +265,8 @@ def compose_bill(billing_record, *, message_id):
     sharing = records_on_bill(billing_record)
     jobs = [shared.job for shared in sharing]
     client = jobs[0].client
-    to = [address.strip() for address in client.billing_emails or [] if address and address.strip()]
-    if not to:
-        raise MailRefused("The client has no billing email.")
-    pay_url = billing_record.hosted_url or ""
-    if urlsplit(pay_url).scheme not in ("https", "http"):
-        raise MailRefused("The bill has no pay link yet.")
-    office = config.get("OFFICE_EMAIL") or config.get("MAIL_FROM", "billing@closeout.invalid")
-    envelope_to = to + ([office] if config.get("COPY_OFFICE_ON_BILLS") and office not in to else [])
+    to, envelope_to, office = recipients_for(client)
+    pay_url = pay_link_of(billing_record)
 
     currency = billing_record.currency
     amount_due = format_money(sum(shared.total for shared in sharing), currency)
@@ -297,14 +291,7 @@ def compose_bill(billing_record, *, message_id):
         subject=subject,
     )
 
-    message = EmailMessage()
-    message["Subject"] = subject
-    message["From"] = Address(display_name=context["business_name"], addr_spec=config.get("MAIL_FROM",
-                                                                                          "billing@closeout.invalid"))
-    message["To"] = ", ".join(to)
-    message["Reply-To"] = office
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = message_id
+    message = customer_message(subject, to, office, message_id)
     message.set_content(render_template("emails/bill.txt", **context))
     message.add_alternative(render_template("emails/bill.html", **context), subtype="html")
     html_part = message.get_payload()[1]
@@ -316,6 +303,39 @@ def compose_bill(billing_record, *, message_id):
             message.add_attachment(proof.data, "application", "pdf", filename=proof.filename)
     return Bill(message=message, subject=subject, to=to, envelope_to=envelope_to,
                 links=[proof.link for proof in proofs if proof.link is not None])
+
+
+def customer_message(subject, to, office, message_id):
+    """An empty message from the business to the customer, replies going to the office."""
+    config = current_app.config
+    message = EmailMessage()
+    message["Subject"] = subject
+    message["From"] = Address(display_name=config.get("BUSINESS_NAME", "Closeout Services"),
+                              addr_spec=config.get("MAIL_FROM", "billing@closeout.invalid"))
+    message["To"] = ", ".join(to)
+    message["Reply-To"] = office
+    message["Date"] = format_datetime(utcnow())
+    message["Message-ID"] = message_id
+    return message
+
+
+def recipients_for(client):
+    """(To, envelope recipients, office address) for a customer email; refused when there is no billing email."""
+    config = current_app.config
+    to = [address.strip() for address in client.billing_emails or [] if address and address.strip()]
+    if not to:
+        raise MailRefused("The client has no billing email.")
+    office = config.get("OFFICE_EMAIL") or config.get("MAIL_FROM", "billing@closeout.invalid")
+    envelope_to = to + ([office] if config.get("COPY_OFFICE_ON_BILLS") and office not in to else [])
+    return to, envelope_to, office
+
+
+def pay_link_of(billing_record):
+    """The customer's pay page; refused while the bill has none."""
+    pay_url = billing_record.hosted_url or ""
+    if urlsplit(pay_url).scheme not in ("https", "http"):
+        raise MailRefused("The bill has no pay link yet.")
+    return pay_url
 
 
 def bill_subject(jobs, amount_due, kind):

@@ -1,7 +1,7 @@
 """Billing records and the outbox of billing triggers (see shared/billing-states.md)."""
 import enum
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint, event, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -131,7 +131,7 @@ class BillingRecord(db.Model):
     trigger_id: Mapped[int | None] = mapped_column(ForeignKey("billing_triggers.id"), index=True)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("billing_batches.id"), index=True)
     kind: Mapped[RecordKind] = mapped_column(_enum(RecordKind, 16))
-    status: Mapped[BillingStatus] = mapped_column(_enum(BillingStatus), default=BillingStatus.PENDING)
+    status: Mapped[BillingStatus] = mapped_column(_enum(BillingStatus), default=BillingStatus.PENDING, index=True)
     live: Mapped[bool] = mapped_column(default=True)
     currency: Mapped[str] = mapped_column(String(3))
     subtotal: Mapped[int] = mapped_column(default=0)
@@ -145,11 +145,17 @@ class BillingRecord(db.Model):
     stripe_payment_link_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     hosted_url: Mapped[str | None] = mapped_column(Text)
     invoice_number: Mapped[str | None] = mapped_column(String(64))
-    due_at = mapped_column(UTCDateTime, nullable=True)
+    due_at = mapped_column(UTCDateTime, nullable=True, index=True)
     last_event_at = mapped_column(UTCDateTime, nullable=True)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     closed_at = mapped_column(UTCDateTime, nullable=True)
     closed_reason: Mapped[str | None] = mapped_column(Text)
+    # When the record first reached each milestone (issue 7: the dashboard's lag figures and exports).
+    # Set by the status listener below, so every path that moves a status stamps them.
+    sent_at = mapped_column(UTCDateTime, nullable=True, index=True)
+    paid_at = mapped_column(UTCDateTime, nullable=True, index=True)
+    refunded_at = mapped_column(UTCDateTime, nullable=True, index=True)
+    disputed_at = mapped_column(UTCDateTime, nullable=True, index=True)
     # The referral in force when the job was billed (issue 6): its partner earns the fee on payment.
     referral_id: Mapped[int | None] = mapped_column(ForeignKey("referrals.id"), index=True)
 
@@ -157,6 +163,28 @@ class BillingRecord(db.Model):
     referral = relationship("Referral")
     trigger = relationship("BillingTrigger", back_populates="records")
     batch = relationship("BillingBatch", back_populates="records")
+
+
+# The first time a record reaches a status at or past a milestone, the milestone's column is stamped.
+MILESTONES = {
+    "sent_at": frozenset({BillingStatus.SENT, BillingStatus.PROCESSING, BillingStatus.PAYMENT_FAILED,
+                          BillingStatus.OVERDUE, BillingStatus.PAID, BillingStatus.PARTIALLY_REFUNDED,
+                          BillingStatus.REFUNDED, BillingStatus.DISPUTED}),
+    "paid_at": frozenset({BillingStatus.PAID, BillingStatus.PARTIALLY_REFUNDED, BillingStatus.REFUNDED,
+                          BillingStatus.DISPUTED}),
+    "refunded_at": frozenset({BillingStatus.PARTIALLY_REFUNDED, BillingStatus.REFUNDED}),
+    "disputed_at": frozenset({BillingStatus.DISPUTED}),
+}
+
+
+@event.listens_for(BillingRecord.status, "set")
+def stamp_milestones(billing_record, status, old, initiator):
+    """Stamp sent_at/paid_at/refunded_at/disputed_at once, whichever code path moved the status."""
+    now = None
+    for column, statuses in MILESTONES.items():
+        if status in statuses and getattr(billing_record, column) is None:
+            now = now or utcnow()
+            setattr(billing_record, column, now)
 
 
 class BillingBatch(LeasedWork, db.Model):
@@ -192,11 +220,22 @@ class CustomerEmail(db.Model):
             postgresql_where=text("kind = 'bill'"),
             sqlite_where=text("kind = 'bill'"),
         ),
+        # One automatic reminder per bill and policy step (portal/reminders); manual ones have no step.
+        Index(
+            "uq_customer_emails_one_reminder_per_step",
+            "record_id",
+            "reminder_step",
+            unique=True,
+            postgresql_where=text("reminder_step IS NOT NULL"),
+            sqlite_where=text("reminder_step IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     record_id: Mapped[int] = mapped_column(ForeignKey("billing_records.id"), index=True)
     kind: Mapped[EmailKind] = mapped_column(_enum(EmailKind, 16))
+    # An automatic reminder's step: its day offset from the due date (-3, 0, 7…).
+    reminder_step: Mapped[int | None] = mapped_column()
     recipients: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(255), unique=True)

@@ -101,6 +101,8 @@ def open_record(trigger):
     live = job.live_billing_record
     if live is not None:
         return live
+    from portal.referrals.attribution import referral_for_job
+
     client = job.client
     totals = job.totals
     billing_record = BillingRecord(
@@ -114,6 +116,7 @@ def open_record(trigger):
         subtotal=totals.subtotal,
         tax=totals.tax,
         total=totals.total,
+        referral=referral_for_job(job),  # the partner is known from the moment the job is billed (issue 6)
     )
     db.session.add(billing_record)
     db.session.flush()

@@ -240,12 +240,15 @@ def mark_paid_offline(billing_record, *, by, method, note=""):
         gateway.deactivate_payment_link(billing_record.stripe_payment_link_id,
                                         key=f"record-{billing_record.id}-deactivate")
     from portal.billing.pipeline import move_record
+    from portal.referrals.settlement import settle_referral_fee
 
     for sibling in intent_for(billing_record).records:
         sibling.amount_paid = sibling.total
         record(by, "billing.paid_offline", sibling, job=sibling.job,
                detail={"method": method, "note": note, "amount": sibling.total})
         move_record(sibling, BillingStatus.PAID, commit=False, by=by)
+        # Paid is paid: the referring partner earns the fee, funded from the balance as there is no charge.
+        settle_referral_fee(sibling, event_id=f"paid-offline-{sibling.id}", by=by)
 
 
 def mark_no_charge(job, *, by, reason):
@@ -295,6 +298,7 @@ def period_key(batching, moment):
 def open_batch(client, jobs, key, *, by):
     """A batch with a pending record per job, enqueued once this transaction commits."""
     from portal.billing.models import BillingBatch, BillingRecord, RecordKind
+    from portal.referrals.attribution import referral_for_job
 
     batch = BillingBatch(client=client, period_key=key, status=TriggerStatus.PENDING)
     db.session.add(batch)
@@ -306,6 +310,7 @@ def open_batch(client, jobs, key, *, by):
             kind=RecordKind.INVOICE, status=BillingStatus.PENDING, live=True,
             auto_send=client.send_mode.value == "auto", currency=job.currency,
             subtotal=totals.subtotal, tax=totals.tax, total=totals.total,
+            referral=referral_for_job(job),  # the partner is known from the moment the job is billed (issue 6)
         ))
         set_billing_status(job, BillingStatus.PENDING, by=by)
     db.session.flush()

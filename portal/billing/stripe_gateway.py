@@ -247,3 +247,74 @@ def latest_payment_intent_for_invoice(invoice_id):
     if not payments.data:
         return None
     return retrieve_payment_intent(payments.data[0].payment.payment_intent)
+
+
+# --- Connect: referral partners' accounts and their fees (portal/referrals) ---------------------
+
+def create_connected_account(*, email, metadata, key):
+    """An Express connected account; the partner finishes it through an Account Link."""
+    params = {"type": "express", "metadata": metadata, "capabilities": {"transfers": {"requested": True}}}
+    if email:
+        params["email"] = email
+    return call(client().v1.accounts.create, params=params, options=_write(key))
+
+
+def retrieve_account(account_id):
+    return call(client().v1.accounts.retrieve, account_id)
+
+
+def create_account_link(account_id, *, refresh_url, return_url):
+    """A short-lived onboarding URL for the partner (not idempotent at Stripe: each link is single-use)."""
+    params = {"account": account_id, "refresh_url": refresh_url, "return_url": return_url,
+              "type": "account_onboarding"}
+    return call(client().v1.account_links.create, params=params)
+
+
+class BalanceInsufficient(StripeUnavailable):
+    """Not enough available funds for a transfer yet: retry later, under a new key (Stripe stored this answer)."""
+
+
+def create_transfer(*, destination, amount, currency, source_transaction, transfer_group, metadata, key):
+    """Send a fee to a connected account; `balance_insufficient` is worth retrying, so it counts as unavailable."""
+    params = {"destination": destination, "amount": amount, "currency": currency,
+              "transfer_group": transfer_group, "metadata": metadata}
+    if source_transaction:
+        params["source_transaction"] = source_transaction
+    try:
+        return call(client().v1.transfers.create, params=params, options=_write(key))
+    except StripeRefused as error:
+        # Funds not yet available (https://docs.stripe.com/connect/separate-charges-and-transfers): later, it may be.
+        if getattr(error.__cause__, "code", None) == "balance_insufficient":
+            raise BalanceInsufficient(f"Stripe balance insufficient: {error.__cause__.user_message}") from error.__cause__
+        raise
+
+
+def transfers_in_group(transfer_group):
+    """Every transfer of a transfer group: the lookup once idempotency keys may have expired."""
+    transfers = call(client().v1.transfers.list, params={"transfer_group": transfer_group, "limit": 100})
+    return list(transfers.auto_paging_iter())
+
+
+def retrieve_transfer(transfer_id):
+    return call(client().v1.transfers.retrieve, transfer_id)
+
+
+def create_transfer_reversal(transfer_id, *, amount, metadata, key):
+    return call(client().v1.transfers.reversals.create, transfer_id, params={"amount": amount, "metadata": metadata},
+                options=_write(key))
+
+
+def charge_of_payment_intent(payment_intent_id):
+    """The charge that paid a PaymentIntent (its latest), or None."""
+    intent = retrieve_payment_intent(payment_intent_id)
+    charge = intent.latest_charge
+    return getattr(charge, "id", charge)
+
+
+def charge_for_invoice(invoice_id):
+    """The charge of an invoice's newest payment, or None (not paid yet, or paid out of band)."""
+    payments = call(client().v1.invoice_payments.list, params={"invoice": invoice_id, "limit": 1})
+    intent_id = payments.data[0].payment.payment_intent if payments.data else None
+    if not intent_id:
+        return None
+    return charge_of_payment_intent(getattr(intent_id, "id", intent_id))

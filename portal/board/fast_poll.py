@@ -8,11 +8,10 @@ import threading
 from time import monotonic
 
 from flask import current_app, session
-from sqlalchemy import select
 
-from portal.auth.models import User
+from portal.auth import sessions
 from portal.board.services import board_version
-from portal.extensions import db, login_manager
+from portal.extensions import login_manager
 
 UNRESOLVED = object()  # the session alone cannot say who this is: Flask-Login must decide
 _MAX_ENTRIES = 4096  # expired entries are dropped past this, so sessions of long-gone users cannot pile up
@@ -75,7 +74,7 @@ def fresh_board_version():
 def poller_role():
     """The signed-in poller's role, from the session and a short-lived cache; None when signed out; else UNRESOLVED.
 
-    A deactivation or a role change reaches the poll within BOARD_VERSION_TTL_SECONDS, not on the next request:
+    A sign-out, a deactivation or a role change reaches the poll within BOARD_VERSION_TTL_SECONDS, not on the next request:
     the price of not loading the user row on every poll. Every other route still loads it (portal.auth.services).
     """
     user_id = session.get("_user_id")  # Flask-Login's key; absent → anonymous or a remember-me cookie to check
@@ -84,13 +83,16 @@ def poller_role():
         # "strong" protection may end the session on a changed IP or browser; only Flask-Login does that.
         # ("basic", our default, only marks the session non-fresh, which the poll never asks about.)
         return UNRESOLVED
-    role, active = _cache("poller_roles").get(str(user_id), lambda: _role_and_active(user_id), _ttl())
-    return role if active else None
-
-
-def _role_and_active(user_id):
-    row = db.session.execute(select(User.role, User.active).where(User.id == int(user_id))).one_or_none()
-    return (row.role, row.active) if row is not None else (None, False)
+    raw_key = session.get(sessions.SESSION_KEY)
+    if not isinstance(raw_key, str) or not str(user_id).isdigit():
+        return None
+    # Keyed by the session, not the user: a signed-out or deactivated session is refused within the TTL,
+    # while the same person's other sessions stay open.
+    role, live = _cache("poller_roles").get(f"{user_id}:{sessions.hash_key(raw_key)}",
+                                            lambda: sessions.role_if_live(user_id, raw_key), _ttl())
+    # The idle and absolute limits are in the signed cookie: checked on every poll, at no cost.
+    # A poll does not count as activity, so a board left open still times out when nobody uses it.
+    return role if live and sessions.within_timeouts(role) else None
 
 
 def poll_version(known):

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
 from portal.audit.models import Source
@@ -81,26 +81,33 @@ def group_key(now):
     )
 
 
-def job_totals():
-    """Each job's total (amount + tax of its lines), summed by the database."""
+def may_be_on_board(now):
+    """An indexable superset of group_key's jobs, so a large book's paid and closed jobs are never scanned."""
+    return or_(
+        Job.work_status.in_([WorkStatus.SCHEDULED, WorkStatus.IN_PROGRESS]),
+        Job.billing_status.in_([B.PENDING, B.READY_TO_BILL, B.DRAFT, B.SENT, B.PROCESSING, B.OVERDUE, B.FAILED,
+                                B.PAYMENT_FAILED]),
+        and_(Job.billing_status.in_([B.PAID, B.PARTIALLY_REFUNDED]), Job.updated_at >= now - PAID_SHOWN_FOR),
+    )
+
+
+def job_total():
+    """A job's total (amount + tax of its lines), summed by the database for that job alone."""
     return (
-        select(JobLineItem.job_id, func.sum(JobLineItem.amount + JobLineItem.tax_amount).label("total"))
-        .group_by(JobLineItem.job_id)
-        .subquery()
+        select(func.coalesce(func.sum(JobLineItem.amount + JobLineItem.tax_amount), 0))
+        .where(JobLineItem.job_id == Job.id)
+        .scalar_subquery()
     )
 
 
 def board(now=None):
     """The groups in board order, with counts, amounts per currency and up to CARDS_PER_GROUP cards each."""
     now = now or utcnow()
-    totals = job_totals()
     key = group_key(now).label("group_key")
-    total = func.coalesce(totals.c.total, 0).label("total")
     on_board = (
-        select(Job.id.label("job_id"), Job.currency, key, total,
+        select(Job.id.label("job_id"), Job.currency, key, job_total().label("total"),
                func.row_number().over(partition_by=key, order_by=(Job.scheduled_start.nulls_last(), Job.id)).label("place"))
-        .outerjoin(totals, totals.c.job_id == Job.id)
-        .where(key.is_not(None))
+        .where(may_be_on_board(now), key.is_not(None))
         .subquery()
     )
     views = {group.key: GroupView(group) for group in GROUPS}
@@ -120,8 +127,8 @@ def board(now=None):
         .order_by(on_board.c.group_key, on_board.c.place)
         .options(selectinload(Job.client), selectinload(Job.site), selectinload(Job.crew))
     )
-    for job, group, job_total, due_at in db.session.execute(cards):
-        views[group].cards.append(Card(job, int(job_total), due_at))
+    for job, group, total, due_at in db.session.execute(cards):
+        views[group].cards.append(Card(job, int(total), due_at))
     return [views[group.key] for group in GROUPS]
 
 

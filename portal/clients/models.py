@@ -1,7 +1,7 @@
 """Billed accounts, their sites and their billing policy."""
 import enum
 
-from sqlalchemy import JSON, CheckConstraint, Enum, ForeignKey, String, Text
+from sqlalchemy import JSON, CheckConstraint, Enum, ForeignKey, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -29,6 +29,16 @@ class Batching(str, enum.Enum):
     MANUAL = "manual"
 
 
+# Dunning (portal/reminders): days relative to the due date, before (-) or after (+) it.
+DEFAULT_REMINDER_OFFSETS = (-3, 0, 7, 14)
+DEFAULT_REMINDER_LIMIT = 4
+
+
+def default_reminder_offsets():
+    """A fresh list per row: a shared default list would be mutated across clients."""
+    return list(DEFAULT_REMINDER_OFFSETS)
+
+
 class Client(db.Model):
     __tablename__ = "clients"
     __table_args__ = (CheckConstraint("days_until_due >= 0 AND days_until_due <= 365", name="days_until_due_range"),)
@@ -47,6 +57,13 @@ class Client(db.Model):
     currency: Mapped[str] = mapped_column(String(3), default="usd")
     allow_no_charge: Mapped[bool] = mapped_column(default=False)
     tax_exempt: Mapped[bool] = mapped_column(default=False)
+    # Reminder policy: automatic reminders on these day offsets from the due date, at most
+    # `reminder_limit` per bill; paused stops them (the office can still send one by hand).
+    reminder_offsets: Mapped[list] = mapped_column(JSON, default=default_reminder_offsets,
+                                                   server_default=text("'[-3, 0, 7, 14]'"))
+    reminder_limit: Mapped[int] = mapped_column(default=DEFAULT_REMINDER_LIMIT,
+                                                server_default=text(str(DEFAULT_REMINDER_LIMIT)))
+    reminders_paused: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False)
 

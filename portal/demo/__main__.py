@@ -74,6 +74,10 @@ def main():
     with app.app_context():
         upgrade()
         summary = seed_demo()
+        if sandbox_url:
+            from portal.demo.seed import connect_demo_partner
+
+            connect_demo_partner(sandbox_url)  # paying the referred client's bill then makes a transfer
 
     print()
     print(f"  Closeout is running: {portal_url}/")
@@ -87,7 +91,8 @@ def main():
     print()
     print("  The loop: a crew member completes a job on a phone (375 px) → the invoice or payment link is")
     print("  created in the sandbox and emailed (see the outbox) → open the email's Pay button and pay →")
-    print("  the office board shows the job paid within seconds. Ctrl-C stops everything.")
+    print("  the office board shows the job paid within seconds. Gloria Ramirez was referred by Bayport Realty")
+    print("  (partner@…): paying her link sends the partner's 10 % fee as a sandbox transfer. Ctrl-C stops everything.")
     print()
     sys.stdout.flush()
 

@@ -158,6 +158,7 @@ def seed_demo():
         people = create_people()
         clients = create_clients(seeder)
         templates = {template.name: template for template in create_price_list(seeder)}
+        create_partner(people, clients)  # before the day's work, so the referred job is billed with its partner
         work_the_day(people, clients, templates, seeder)
         db.session.commit()
     return summarize(already_seeded)
@@ -179,6 +180,55 @@ def create_clients(seeder):
         clients[key] = (client, [create_site(client, by=seeder, name=name, address=address, access_notes=notes)
                                  for name, address, notes in sites])
     return clients
+
+
+# The referral partner (issue 6): a realtor who sent Gloria Ramirez, earning 10 % of the pre-tax subtotal.
+PARTNER = dict(name="Bayport Realty", contact_name="Lee Chen", email="fees@bayportrealty.example.com",
+               phone="555-0135", fee_basis_points=1000)
+PARTNER_REFERS = "homeowner"
+
+
+def create_partner(people, clients):
+    """The partner login's partner, with a referral on one client from a month ago."""
+    from portal.referrals.attribution import business_date
+    from portal.referrals.models import FeeBase, FeeKind, Partner, Referral
+
+    partner = Partner(user=people["partner"], fee_kind=FeeKind.PERCENT, fee_base=FeeBase.SUBTOTAL, **PARTNER)
+    db.session.add(partner)
+    db.session.add(Referral(partner=partner, client=clients[PARTNER_REFERS][0],
+                            starts_on=business_date() - timedelta(days=30)))
+    db.session.flush()
+    return partner
+
+
+def connect_demo_partner(sandbox_url):
+    """Give the demo partner a ready connected account in this run's sandbox (it forgets accounts on restart)."""
+    import json
+    import urllib.request
+
+    from portal.billing import stripe_gateway as gateway
+    from portal.referrals.models import AccountStatus, Partner
+    from portal.referrals.settlement import refresh_account, start_onboarding
+
+    seeder = Actor.system("demo seed")
+    partner = db.session.scalar(select(Partner).where(Partner.name == PARTNER["name"]))
+    if partner is None:
+        return None
+    if partner.stripe_account_id:
+        try:
+            gateway.retrieve_account(partner.stripe_account_id)
+        except gateway.StripeRefused:  # a previous run's sandbox account: start over in this one
+            partner.stripe_account_id, partner.account_status = None, AccountStatus.NONE
+            db.session.commit()
+    start_onboarding(partner, by=seeder)
+    # The sandbox's "Complete onboarding" button, pressed for the partner (a control of the sandbox, demo only).
+    request = urllib.request.Request(f"{sandbox_url}/_sandbox/accounts/{partner.stripe_account_id}/onboard",
+                                     data=b"", method="POST")
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
+        json.load(response)
+    refresh_account(partner, by=seeder)
+    db.session.commit()
+    return partner
 
 
 def create_price_list(seeder):

@@ -55,7 +55,7 @@ class Job(db.Model):
         index=True,
     )
     no_charge_reason: Mapped[str | None] = mapped_column(Text)
-    completed_at = mapped_column(UTCDateTime, nullable=True)
+    completed_at = mapped_column(UTCDateTime, nullable=True, index=True)
     completed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     updated_at = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False, index=True)

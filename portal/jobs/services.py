@@ -365,7 +365,7 @@ def _job_audit_text(value):
 
 
 def search_jobs(user, *, work_status=None, billing_status=None, client_id=None, crew_id=None,
-                scheduled_from=None, scheduled_before=None, text=None, page=1, per_page=50):
+                scheduled_from=None, scheduled_before=None, text=None, condition=None, page=1, per_page=50):
     """One page of the jobs this user may see, filtered, by scheduled start, with what a row shows loaded."""
     query = visible_jobs(user).options(
         selectinload(Job.client), selectinload(Job.site), selectinload(Job.crew), selectinload(Job.line_items)
@@ -382,6 +382,8 @@ def search_jobs(user, *, work_status=None, billing_status=None, client_id=None, 
         query = query.where(Job.scheduled_start >= scheduled_from)
     if scheduled_before is not None:
         query = query.where(Job.scheduled_start < scheduled_before)
+    if condition is not None:  # a dashboard figure's jobs (dashboard.services.figure_jobs_condition)
+        query = query.where(condition)
     text = (text or "").strip()
     if text:
         # Bound parameters with LIKE wildcards escaped: the words are searched for, never run.

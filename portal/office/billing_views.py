@@ -16,12 +16,15 @@ from portal.billing.services import (OPEN_STATUSES, STUCK_AFTER, approve_draft, 
                                      mark_no_charge, mark_paid_offline, ready_to_bill_by_client, rebill_job,
                                      resend_email, retry_job_billing, void_record)
 from portal.billing.stripe_gateway import StripeRefused, StripeUnavailable
+from portal.clients.services import get_client_for
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db
 from portal.jobs.models import WorkStatus
 from portal.jobs.services import get_job_for
-from portal.office.forms import BillNowForm, NoChargeForm, PaidOfflineForm, VoidBillForm
+from portal.office.forms import BillNowForm, NoChargeForm, PaidOfflineForm, PauseRemindersForm, VoidBillForm
 from portal.office.views import actor, bp, refused_status, render_job_page
+from portal.reminders.services import (describe_policy, reminder_outlook, request_reminder, set_reminder_policy,
+                                       step_label)
 from portal.timeutil import utcnow
 
 # The customer can still pay these, so "Resend email" makes sense. Not `processing`: a bank debit is
@@ -121,6 +124,16 @@ class BillingPanel:
     def can_resend(self):
         return self.record is not None and self.record.status in RESENDABLE
 
+    @cached_property
+    def reminder_outlook(self):
+        """The next automatic reminder of this bill, or why there is none (paused, limit reached)."""
+        return reminder_outlook(self.record)
+
+    @property
+    def can_remind(self):
+        """A reminder by hand: the same bills as a resend, whatever the client's schedule or pause says."""
+        return self.can_resend
+
     @property
     def can_mark_paid(self):
         return (not self.in_progress and self.record is not None
@@ -148,14 +161,15 @@ class BillingPanel:
 
     @property
     def has_actions(self):
-        return any((self.can_approve, self.can_resend, self.can_mark_paid, self.can_void, self.can_rebill,
-                    self.can_mark_no_charge, self.can_retry))
+        return any((self.can_approve, self.can_resend, self.can_remind, self.can_mark_paid, self.can_void,
+                    self.can_rebill, self.can_mark_no_charge, self.can_retry))
 
 
 @bp.context_processor
 def billing_template_helpers():
     """The job page includes the billing component with only `job` at hand; this builds the rest."""
-    return {"billing_panel": BillingPanel, "poll_seconds": POLL_SECONDS}
+    return {"billing_panel": BillingPanel, "poll_seconds": POLL_SECONDS, "reminder_step_label": step_label,
+            "describe_reminder_policy": describe_policy}
 
 
 def live_record_of(job):
@@ -267,6 +281,13 @@ def resend_bill_email_view(job_id):
                               "The bill email is being sent again.")
 
 
+@bp.route("/jobs/<int:job_id>/billing/remind", methods=["POST"], endpoint="send_reminder")
+def send_reminder_view(job_id):
+    job = get_job_for(current_user, job_id)
+    return run_billing_action(job, lambda: request_reminder(live_record_of(job), by=actor()),
+                              "A reminder with the pay link is on its way to the customer.")
+
+
 @bp.route("/jobs/<int:job_id>/billing/retry", methods=["POST"], endpoint="retry_billing")
 def retry_billing_view(job_id):
     job = get_job_for(current_user, job_id)
@@ -308,3 +329,28 @@ def bill_now_view():
     if skipped > 0:
         flash(f"{skipped} of the jobs you chose had already left Ready to bill.", "info")
     return redirect(url_for("office.ready_to_bill"), 303)
+
+
+# --- Reminders: pause or resume a client's automatic reminders -----------------------------------------
+
+@bp.route("/clients/<int:client_id>/reminders", methods=["POST"], endpoint="client_reminders")
+def client_reminders_view(client_id):
+    client = get_client_for(current_user, client_id)
+    form = PauseRemindersForm()
+    if not form.validate():
+        return reminder_policy_response(client, error="The form expired; reload the page and try again."
+                                        if "csrf_token" in form.errors else "Choose pause or resume.", status=422)
+    paused = form.paused.data == "yes"
+    set_reminder_policy(client, by=actor(), paused=paused)
+    db.session.commit()
+    return reminder_policy_response(client, notice="Automatic reminders paused." if paused
+                                    else "Automatic reminders resumed.")
+
+
+def reminder_policy_response(client, *, notice=None, error=None, status=200):
+    """The client page's reminders box for htmx; for a plain form, back to the client page."""
+    if request.htmx:
+        return (render_template("office/_reminder_policy.html", client=client, notice=notice, error=error),
+                refused_status(status))
+    flash(error or notice, "error" if error else "success")
+    return redirect(url_for("office.client", client_id=client.id, _anchor="reminder-policy"), 303)

@@ -10,8 +10,9 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from portal.billing.models import BillingStatus
-from portal.clients.models import Batching, BillingMode, SendMode
+from portal.clients.models import DEFAULT_REMINDER_LIMIT, DEFAULT_REMINDER_OFFSETS, Batching, BillingMode, SendMode
 from portal.clients.services import CLIENT_CURRENCIES
+from portal.dashboard.services import FIGURE_LABELS, business_today, figure_jobs_condition, period_for
 from portal.jobs.models import WorkStatus
 from portal.money import MoneyError, format_money, parse_major_amount
 from portal.timeutil import business_zone, day_end_utc, day_start_utc
@@ -97,6 +98,26 @@ class ClientForm(OfficeForm):
     currency = SelectField("Currency", choices=CURRENCY_CHOICES)
     allow_no_charge = BooleanField("Jobs may be completed with no charge")
     tax_exempt = BooleanField("Tax exempt")
+    # Reminders: the days are parsed and checked by reminders.services.set_reminder_policy.
+    reminder_offsets = StringField("Remind on these days", default=", ".join(map(str, DEFAULT_REMINDER_OFFSETS)),
+                                   validators=[Length(max=200)],
+                                   description="Days from the due date, separated by commas: -3 is three days "
+                                               "before, 0 the due date, 7 a week after.")
+    reminder_limit = IntegerField("Most reminders per bill", default=DEFAULT_REMINDER_LIMIT,
+                                  validators=[Optional(),
+                                              NumberRange(1, 10, message="From 1 to 10; pause reminders to send none.")])
+    reminders_paused = BooleanField("Pause automatic reminders for this client")
+
+    @staticmethod
+    def reminder_data_for(client):
+        """Initial reminder policy values for editing `client`."""
+        return {"reminder_offsets": ", ".join(str(offset) for offset in client.reminder_offsets or ()),
+                "reminder_limit": client.reminder_limit, "reminders_paused": client.reminders_paused}
+
+    def reminder_fields(self):
+        """The fields set_reminder_policy takes; a field the request left out (an older form) is left unchanged."""
+        return {"offsets": (self.reminder_offsets.data or "") if self.reminder_offsets.raw_data else None,
+                "limit": self.reminder_limit.data, "paused": self.reminders_paused.data}
 
     @staticmethod
     def data_for(client):
@@ -105,7 +126,8 @@ class ClientForm(OfficeForm):
                 "phone": client.phone, "address": client.address, "billing_mode": client.billing_mode.value,
                 "send_mode": client.send_mode.value, "days_until_due": client.days_until_due,
                 "batching": client.batching.value, "currency": client.currency,
-                "allow_no_charge": client.allow_no_charge, "tax_exempt": client.tax_exempt}
+                "allow_no_charge": client.allow_no_charge, "tax_exempt": client.tax_exempt,
+                **ClientForm.reminder_data_for(client)}
 
     def client_fields(self):
         """The fields create_client/update_client take."""
@@ -205,6 +227,10 @@ class JobFilterForm(FlaskForm):
     crew = SelectField("Crew member", coerce=int, validators=[Optional()])
     scheduled_from = DateField("From", validators=[Optional()])
     scheduled_to = DateField("To", validators=[Optional()])
+    # The jobs behind a dashboard figure (portal/dashboard/services.py): its key and its period.
+    figure = SelectField("Figure", validators=[Optional()], choices=options([("", "")] + list(FIGURE_LABELS.items())))
+    period_from = DateField("Period from", validators=[Optional()])
+    period_to = DateField("Period to", validators=[Optional()])
 
     def set_choices(self, clients, crew_members):
         self.client.choices = options([(0, "Any client"), *clients])
@@ -223,7 +249,17 @@ class JobFilterForm(FlaskForm):
             "crew_id": self.crew.data if valid(self.crew) else None,
             "scheduled_from": day_start_utc(self.scheduled_from.data) if valid(self.scheduled_from) else None,
             "scheduled_before": day_end_utc(self.scheduled_to.data) if valid(self.scheduled_to) else None,
+            "condition": self.figure_condition() if valid(self.figure) else None,
         }
+
+
+    def figure_condition(self):
+        """The same condition the dashboard counted this figure with, over the same period."""
+        today = business_today()
+        first_day = self.period_from.data if not self.period_from.errors and self.period_from.data else today
+        last_day = self.period_to.data if not self.period_to.errors and self.period_to.data else first_day
+        return figure_jobs_condition(self.figure.data, period_for("range", today=today, first_day=first_day,
+                                                                  last_day=last_day), today)
 
 
 class NoteForm(OfficeForm):
@@ -298,6 +334,10 @@ class PaidOfflineForm(OfficeForm):
 class NoChargeForm(OfficeForm):
     reason = TextAreaField("Why no charge?", validators=[DataRequired(message="Say why there is no charge."),
                                                          Length(max=2000)])
+
+
+class PauseRemindersForm(OfficeForm):
+    paused = SelectField("Reminders", choices=options([("yes", "Pause"), ("no", "Resume")]))
 
 
 class BillNowForm(OfficeForm):

@@ -15,8 +15,11 @@ from portal.jobs.services import (active_templates, add_line_item, add_note, ass
                                   get_job_for, get_line_item_for, remove_line_item, reopen_job,
                                   require_items_editable, schedule_job, search_jobs, update_job,
                                   update_line_item)
+from portal.reminders.services import set_reminder_policy
+from portal.referrals.forms import client_form_with_referral
+from portal.referrals.services import set_client_referral
 from portal.timeutil import format_business_time
-from portal.office.forms import (AddLineItemForm, ClientForm, CompleteJobForm, EditLineItemForm, JobFilterForm,
+from portal.office.forms import (AddLineItemForm, CompleteJobForm, EditLineItemForm, JobFilterForm,
                                  JobForm, NoteForm, ReopenJobForm, SiteForm, TemplateForm, site_choices)
 
 bp = Blueprint("office", __name__)
@@ -306,10 +309,12 @@ def clients():
 
 @bp.route("/clients/new", methods=["GET", "POST"])
 def new_client():
-    form = ClientForm()
+    form = client_form_with_referral()
     if form.validate_on_submit():
         try:
             client = create_client(by=actor(), **form.client_fields())
+            set_reminder_policy(client, by=actor(), **form.reminder_fields())
+            set_client_referral(client, by=actor(), **form.referral_fields())
         except ServiceError as error:
             db.session.rollback()
             form.apply_service_errors(error)
@@ -330,10 +335,12 @@ def client(client_id):
 @bp.route("/clients/<int:client_id>/edit", methods=["GET", "POST"])
 def edit_client(client_id):
     client = get_client_for(current_user, client_id)
-    form = ClientForm(data=ClientForm.data_for(client))
+    form = client_form_with_referral(client)
     if form.validate_on_submit():
         try:
             update_client(client, by=actor(), **form.client_fields())
+            set_reminder_policy(client, by=actor(), **form.reminder_fields())
+            set_client_referral(client, by=actor(), **form.referral_fields())
         except ServiceError as error:
             db.session.rollback()
             form.apply_service_errors(error)

@@ -145,7 +145,12 @@ def on_charge_refunded(event, *, by):
     single = len(records) == 1
     change = Change(status=status, at=from_unix(event["created"]), amount_paid=amount if single else None,
                     amount_refunded=refunded if single else None)
-    return apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+    results = apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+    from portal.referrals.settlement import on_refund
+
+    for billing_record, _ in results:
+        on_refund(billing_record, event_id=by.ref)  # the partner's fee follows the money back (issue 6)
+    return results
 
 
 @handles("charge.dispute.created")
@@ -153,7 +158,20 @@ def on_dispute_created(event, *, by):
     dispute = event["data"]["object"]
     records, invoice_id = records_for_payment(dispute.get("payment_intent"), dispute)
     change = Change(status=S.DISPUTED, at=from_unix(event["created"]))
-    return apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+    results = apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+    from portal.referrals.settlement import on_dispute
+
+    for billing_record, _ in results:
+        on_dispute(billing_record, event_id=by.ref)  # hold or reverse, per the partner's policy (issue 6)
+    return results
+
+
+@handles("account.updated")
+def on_account_updated(event, *, by):
+    """A referral partner's connected account changed: ready for transfers, or restricted again."""
+    from portal.referrals.settlement import on_account_updated as apply_account
+
+    return apply_account(event["data"]["object"], by=by)
 
 
 # The endpoint is registered with exactly these (`flask stripe setup`), and reconcile asks for them.

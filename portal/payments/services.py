@@ -172,10 +172,13 @@ def note_failure(row_id, error, traceback_text, *, final):
 
 
 def on_payment_confirmed(billing_record, *, event_id):
-    """Money for this record is confirmed: recorded here, and where referral fees will plug in (issue 6)."""
+    """Money for this record is confirmed (bank debits once succeeded): audited, and the referral fee settled."""
+    from portal.referrals.settlement import settle_referral_fee
+
     record(Actor(Source.WEBHOOK, event_id, "payment confirmed"), "payments.payment_confirmed", billing_record,
            job=billing_record.job, detail={"record_id": billing_record.id, "amount_paid": billing_record.amount_paid,
                                            "event_id": event_id})
+    settle_referral_fee(billing_record, event_id=event_id)
 
 
 # --- Failures people can see ------------------------------------------------------------------------

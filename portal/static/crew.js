@@ -63,10 +63,13 @@
   function upload(form, file, item, done) {
     var data = new FormData();
     data.append("photos", file, file.name);
+    var offline = window.closeoutOffline; // offline.js: the queue for when the signal drops mid-upload
+    var changeId = offline ? offline.newId() : null;
     var xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);
     xhr.setRequestHeader("X-CSRFToken", csrfToken());
     xhr.setRequestHeader("HX-Request", "true"); // asks for the thumbnail partial, not a redirect
+    if (changeId) { xhr.setRequestHeader("X-Client-Change-Id", changeId); }
     xhr.upload.addEventListener("progress", function (event) {
       if (event.lengthComputable) { item.querySelector("progress").value = 100 * event.loaded / event.total; }
     });
@@ -86,6 +89,12 @@
       done();
     });
     xhr.addEventListener("error", function () {
+      if (offline) {
+        // Queued under the same change id: if this upload did land, the replay gets that photo back.
+        item.remove();
+        offline.queuePhoto(form, file, changeId).then(done, done);
+        return;
+      }
       refusal(item, file.name + " did not upload: check the signal and try again.");
       done();
     });

@@ -35,7 +35,7 @@ def open_board(page, user):
     page.get_by_label("Email").fill(user.email)
     page.get_by_label("Password").fill(factories.PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Board").click()
+    page.get_by_role("link", name="Board", exact=True).click()
     page.get_by_role("heading", name="Job board").wait_for()
     # Survives only if the page is never reloaded: the card must change by htmx alone.
     page.evaluate("window.boardOpenedOnce = true")

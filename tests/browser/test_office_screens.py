@@ -59,14 +59,14 @@ def test_office_filters_schedules_and_edits_lines_on_a_phone(db, office_phone, o
     # Typing filters only the results, and the address bar keeps a URL to share.
     page.fill("input[name=q]", "fence")
     page.wait_for_url("**/office/jobs?q=fence*")
-    page.wait_for_function("document.querySelectorAll('.job-row').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('.job-row').length === 1")
     assert "Beta Homes" in page.locator("#job-results").inner_text()
     assert page.input_value("input[name=q]") == "fence"  # the form itself was not swapped away
 
     # Choosing a client swaps in that client's sites.
     page.goto("/office/jobs/new")
     page.select_option("select[name=client_id]", label="Beta Homes")
-    page.wait_for_function("document.querySelector('#site_id').textContent.includes('Warehouse')")
+    page.wait_for_function("() => document.querySelector('#site_id').textContent.includes('Warehouse')")
     assert "Unit 4B" not in page.locator("#site_id").inner_text()
     page.select_option("#site_id", label="Warehouse · 9 Dock Rd")
     page.fill("textarea[name=scope]", "Replace the dock light")
@@ -83,10 +83,10 @@ def test_office_filters_schedules_and_edits_lines_on_a_phone(db, office_phone, o
     page.click("#line-items a:has-text('Edit')")
     page.fill("#line-items tr.editing input[name=quantity]", "3")
     page.click("#line-items tr.editing button:has-text('Save line')")
-    page.wait_for_function("document.querySelector('#line-items tfoot').textContent.includes('$255.00')")
+    page.wait_for_function("() => document.querySelector('#line-items tfoot').textContent.includes('$255.00')")
     page.select_option("#line-items .add-line select[name=template_id]", label="Trip charge · $45.00/each")
     page.click("#line-items .add-line button:has-text('Add line')")
-    page.wait_for_function("document.querySelector('#line-items tfoot').textContent.includes('$300.00')")
+    page.wait_for_function("() => document.querySelector('#line-items tfoot').textContent.includes('$300.00')")
     # A refusal shows in the component instead of vanishing (htmx drops 4xx answers).
     page.fill("#line-items .add-line input[name=quantity]", "0")
     page.click("#line-items .add-line button:has-text('Add line')")

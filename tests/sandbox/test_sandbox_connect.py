@@ -1,12 +1,15 @@
 """Connect: accounts, the platform balance, transfers and reversals."""
 
+import urllib.error
+import urllib.request
+
 import pytest
 import stripe
 
-from tests.sandbox.scenarios import event_types, paid_charge
+from tests.sandbox.scenarios import event_types, http_get, paid_charge, webhook_endpoint
 
 
-def partner_account(client):
+def new_express_account(client):
     return client.v1.accounts.create(params={
         "type": "express",
         "email": "partner@example.com",
@@ -15,19 +18,97 @@ def partner_account(client):
     })
 
 
+def partner_account(client, sandbox):
+    """An express account that has finished onboarding, so transfers can go to it."""
+    account = new_express_account(client)
+    sandbox.control("POST", f"accounts/{account.id}/onboard")
+    return client.v1.accounts.retrieve(account.id)
+
+
 def test_connected_account_create_and_retrieve(stripe_sandbox):
     client = stripe_sandbox.client()
-    account = partner_account(client)
+    account = new_express_account(client)
 
     assert account.id.startswith("acct_") and account.type == "express"
     fetched = client.v1.accounts.retrieve(account.id)
-    assert fetched.email == "partner@example.com" and fetched.capabilities.transfers == "active"
-    assert fetched.metadata.to_dict() == {"partner_id": "3"}
+    assert fetched.email == "partner@example.com" and fetched.metadata.to_dict() == {"partner_id": "3"}
+    # Not onboarded yet: an express account waits for its owner (https://docs.stripe.com/connect/express-accounts).
+    assert (fetched.details_submitted, fetched.payouts_enabled, fetched.capabilities.transfers) == (False, False,
+                                                                                                    "inactive")
+    assert "external_account" in fetched.requirements.currently_due
+
+
+def test_a_transfer_to_an_account_not_onboarded_is_refused(stripe_sandbox):
+    client = stripe_sandbox.client()
+    account = new_express_account(client)
+    paid_charge(stripe_sandbox, client, 3000)
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        client.v1.transfers.create(params={"destination": account.id, "amount": 100, "currency": "usd"})
+    assert refused.value.code == "insufficient_capabilities_for_transfer" and refused.value.param == "destination"
+    assert client.v1.transfers.list().data == []
+
+
+def no_redirect_post(url):
+    """POST an empty form without following the redirect; returns (status, Location)."""
+    class Keep(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Keep)
+    request = urllib.request.Request(url, data=b"", method="POST")
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, response.headers.get("Location")
+    except urllib.error.HTTPError as answer:
+        with answer:
+            return answer.code, answer.headers.get("Location")
+
+
+def test_account_link_onboarding_page_enables_the_account_and_returns(stripe_sandbox, stripe_webhook_receiver):
+    client = stripe_sandbox.client()
+    webhook_endpoint(client, stripe_webhook_receiver, ["account.updated"])
+    account = new_express_account(client)
+    link = client.v1.account_links.create(params={
+        "account": account.id, "type": "account_onboarding",
+        "refresh_url": "https://portal.example/office/partners/3/onboarding",
+        "return_url": "https://portal.example/office/partners/3",
+    })
+    assert link.object == "account_link" and link.expires_at == link.created + 300
+    assert link.url.startswith(stripe_sandbox.url + "/connect/onboarding/")
+
+    status, page = http_get(link.url)
+    assert status == 200 and "Complete onboarding" in page and account.id in page
+    assert no_redirect_post(link.url) == (303, "https://portal.example/office/partners/3")
+
+    enabled = client.v1.accounts.retrieve(account.id)
+    assert (enabled.details_submitted, enabled.charges_enabled, enabled.payouts_enabled) == (True, True, True)
+    assert enabled.capabilities.transfers == "active" and enabled.requirements.currently_due == []
+    assert event_types(client, type="account.updated") == ["account.updated"]
+    (event,) = client.v1.events.list(params={"type": "account.updated"}).data
+    assert event.data.previous_attributes.payouts_enabled is False
+    stripe_webhook_receiver.wait_for(1)
+    assert [event["type"] for event in stripe_webhook_receiver.events()] == ["account.updated"]
+    # Single use, as at Stripe: the used link sends the partner to refresh_url for a new one.
+    assert no_redirect_post(link.url) == (303, "https://portal.example/office/partners/3/onboarding")
+
+
+def test_account_link_parameters_are_checked(stripe_sandbox):
+    client = stripe_sandbox.client()
+    account = new_express_account(client)
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.account_links.create(params={"account": account.id, "type": "account_onboarding",
+                                               "return_url": "https://x.example", "refresh_url": "https://x.example",
+                                               "colour": "blue"})
+    assert unknown.value.code == "parameter_unknown"
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.account_links.create(params={"account": "acct_nope", "type": "account_onboarding",
+                                               "return_url": "https://x.example", "refresh_url": "https://x.example"})
+    assert missing.value.code == "resource_missing"
 
 
 def test_transfer_funded_by_source_transaction_then_reversed(stripe_sandbox):
     client = stripe_sandbox.client()
-    account = partner_account(client)
+    account = partner_account(client, stripe_sandbox)
     charge = paid_charge(stripe_sandbox, client, 10000)
     stripe_sandbox.control("POST", "balance", {"currency": "usd", "available": 0})
 
@@ -54,7 +135,7 @@ def test_transfer_funded_by_source_transaction_then_reversed(stripe_sandbox):
 
 def test_transfer_without_enough_balance_is_balance_insufficient(stripe_sandbox):
     client = stripe_sandbox.client()
-    account = partner_account(client)
+    account = partner_account(client, stripe_sandbox)
     paid_charge(stripe_sandbox, client, 3000)
     assert client.v1.balance.retrieve().available[0].amount == 3000
 
