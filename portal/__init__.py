@@ -1,7 +1,7 @@
 """Closeout: from 'crew finished the job' to 'customer paid, partner paid, books right'."""
 from flask import Flask
 
-from portal import cli, errors, security
+from portal import cli, errors, log_redaction, security
 from portal.config import load_config
 from portal.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
@@ -10,6 +10,7 @@ def create_app(config=None):
     """Build the app: extensions, blueprints, error handlers and CLI commands; nothing else."""
     app = Flask(__name__, instance_relative_config=False)
     app.config.from_object(config if config is not None else load_config())
+    log_redaction.init_app(app)  # keys, tokens and link tokens never reach a log line (issue 8)
 
     import portal.models  # noqa: F401  (mappers and migrations need every model)
 
@@ -26,12 +27,14 @@ def create_app(config=None):
     from portal.auth import services as _auth_services  # noqa: F401  (registers the user loader)
     from portal.api.views import bp as api_bp
     from portal.auth.views import bp as auth_bp
+    from portal.board import fast_poll as board_fast_poll
     from portal.board.views import bp as board_bp
     from portal.crew.views import bp as crew_bp
     from portal.dashboard.views import bp as dashboard_bp
     from portal.demo import views as demo_views
     from portal.documents.views import bp as documents_bp
     from portal.office.views import bp as office_bp
+    from portal.payments import receiver as stripe_receiver
     from portal.payments.views import bp as payments_bp
     from portal.photos.views import bp as photos_bp
     from portal.referrals.views import portal_bp as partner_portal_bp
@@ -50,6 +53,8 @@ def create_app(config=None):
     app.register_blueprint(documents_bp, url_prefix="/d")  # customers' links: no login, hashed tokens
     demo_views.init_app(app)  # development only: the caught-mail outbox
     csrf.exempt(api_bp)  # bearer tokens, not cookies: CSRF cannot ride on them
+    board_fast_poll.init_app(app)  # an unchanged board poll is answered before Flask builds a request
+    stripe_receiver.init_app(app)  # so is a Stripe delivery: verify, store once, hand to the worker
 
     errors.init_app(app)
     cli.init_app(app)

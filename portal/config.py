@@ -78,8 +78,10 @@ class Config:
         self.OFFICE_EMAIL = os.environ.get("OFFICE_EMAIL") or self.MAIL_FROM
         self.COPY_OFFICE_ON_BILLS = os.environ.get("COPY_OFFICE_ON_BILLS", "").lower() in ("1", "true", "yes")
         self.EMAIL_MAX_ATTACHMENT_BYTES = _int("EMAIL_MAX_ATTACHMENT_BYTES", 8 * 1024 * 1024)
-        # Where customers reach this portal (links in emails); no trailing slash.
         self.BILLING_RETRY_SECONDS = os.environ.get("BILLING_RETRY_SECONDS", "5,30,120,600")
+        # How long a worker's claim on a trigger or batch lasts: a worker killed mid-run holds it no longer.
+        self.BILLING_LEASE_SECONDS = _int("BILLING_LEASE_SECONDS", 300)
+        # Where customers reach this portal (links in emails); no trailing slash.
         self.PUBLIC_URL = os.environ.get("PUBLIC_URL", "http://localhost:5000").rstrip("/")
         self.BUSINESS_NAME = os.environ.get("BUSINESS_NAME", "Closeout Services")
         self.BUSINESS_LOGO_PATH = os.environ.get("BUSINESS_LOGO_PATH") or None

@@ -34,6 +34,14 @@ ROW_ID = f"int(min=1, max={MAX_ROW_ID})"  # URL converter for row ids
 def is_row_id(value):
     """Whether value could be a row id at all."""
     return isinstance(value, int) and 0 < value <= MAX_ROW_ID
+
+
+def row_id_arg(text):
+    """`type=` for request.args.get: a row id or page number, else ValueError so the default applies."""
+    value = int(text)
+    if not is_row_id(value):
+        raise ValueError(f"{text!r} is not a row id")  # PostgreSQL would refuse it in a comparison or OFFSET
+    return value
 migrate = Migrate(compare_type=True, render_as_batch=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()

@@ -50,15 +50,20 @@ def enqueue(dotted_name, *args, queue="default", **options):
 ACTIVE_STATUSES = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
-def is_queued(job_id):
-    """Whether Redis still has this job waiting, scheduled for a retry, or running."""
+def job_status(job_id):
+    """The RQ status of this job, or None once Redis no longer has it (or runs tasks in-process)."""
     connection = redis_connection()
     if connection is None:
-        return False  # in-process tasks leave no trace; a pending row means the thread is gone
+        return None  # in-process tasks leave no trace; a pending row means the thread is gone
     try:
-        return Job.fetch(job_id, connection=connection).get_status() in ACTIVE_STATUSES
+        return Job.fetch(job_id, connection=connection).get_status()
     except NoSuchJobError:
-        return False
+        return None
+
+
+def is_queued(job_id):
+    """Whether Redis still has this job waiting, scheduled for a retry, or running."""
+    return job_status(job_id) in ACTIVE_STATUSES
 
 
 def is_last_attempt():

@@ -57,13 +57,19 @@ def init_app(app):
     def add_security_headers(response):
         headers = response.headers
         # setdefault: a blueprint that knows better (customers' /d/ links: no-referrer) has set its own.
-        policy = content_security_policy(request.endpoint, response.mimetype)
-        if policy is not None:
-            headers.setdefault("Content-Security-Policy", policy)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", DEFAULT_REFERRER_POLICY)
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if hsts_seconds:
-            headers.setdefault("Strict-Transport-Security", f"max-age={hsts_seconds}")
+        for name, value in security_headers(request.endpoint, response.mimetype, hsts_seconds=hsts_seconds):
+            headers.setdefault(name, value)
         return response
+
+
+def security_headers(endpoint, mimetype, *, hsts_seconds=0):
+    """The (name, value) pairs a response of this endpoint and type carries (the board's poll sends them itself)."""
+    headers = []
+    policy = content_security_policy(endpoint, mimetype)
+    if policy is not None:
+        headers.append(("Content-Security-Policy", policy))
+    headers += [("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                ("Referrer-Policy", DEFAULT_REFERRER_POLICY), ("Cross-Origin-Opener-Policy", "same-origin")]
+    if hsts_seconds:
+        headers.append(("Strict-Transport-Security", f"max-age={hsts_seconds}"))
+    return headers

@@ -99,6 +99,9 @@ def _migrated_app(database_url, redis_url, tmp_path_factory):
         from portal.extensions import db
 
         db.engine.dispose()  # before the database is dropped under it
+        receiver_engine = app.extensions.pop("closeout_receiver_engine", None)
+        if receiver_engine is not None:  # the webhook receiver's own autocommit engine
+            receiver_engine.dispose()
 
 
 @pytest.fixture
@@ -115,6 +118,9 @@ def app(_migrated_app):
 
         for name in QUEUE_NAMES:  # ids restart with the tables, so old jobs would name new rows
             get_queue(name).empty()
+        from portal.payments.services import drain_marker
+
+        get_queue().connection.delete(drain_marker())  # "a drain is queued" would be false now: it was emptied
         from portal.extensions import limiter
 
         limiter.reset()  # failed sign-ins of one test must not lock out the next

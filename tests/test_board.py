@@ -145,7 +145,7 @@ def poll_caches(app, monkeypatch):
 
     yield step_past_ttl
     # Entries stamped on the stepped clock would outlive this test, and user ids restart with the tables.
-    for name in ("board.version", "board.poller_roles"):
+    for name in ("board.version", "board.poller_roles", "board.staff_sessions"):
         app.extensions.pop(name, None)
 
 

@@ -333,3 +333,10 @@ def test_the_trend_chart_draws_a_bar_per_series_and_bucket(book, login, owner):
     chart = page.split('<svg viewBox="0 0 340 180"', 1)[1].split("</svg>", 1)[0]
     assert chart.count("<rect") == 60  # 30 days × (billed, collected)
     assert "Nov 3: $100.00 billed" in chart and "Nov 10: $100.00 collected" in chart
+
+
+def test_the_owner_lands_on_the_dashboard_and_the_office_on_the_job_list(client, owner, office):
+    for user, home in ((owner, "/office/dashboard"), (office, "/office/jobs")):
+        response = client.post_form("/login", {"email": user.email, "password": factories.PASSWORD})
+        assert response.status_code == 302 and response.headers["Location"].endswith(home)
+        client.post_form("/logout")

@@ -30,6 +30,7 @@ ROUTES = [
     ("POST", "/office/jobs/{job}/billing/resend"),
     ("POST", "/office/jobs/{job}/billing/retry"),
     ("POST", "/office/jobs/{job}/billing/remind"),
+    ("POST", "/office/jobs/{job}/billing/revoke-links"),
     ("GET", "/office/billing/attention"),
     ("GET", "/office/billing/ready"),
     ("POST", "/office/billing/bill-now"),

@@ -70,7 +70,7 @@ def home_endpoint_for(user):
     return {
         Role.CREW: "crew.my_jobs",
         Role.OFFICE: "office.jobs",
-        Role.OWNER: "office.jobs",
+        Role.OWNER: "dashboard.page",
         Role.PARTNER: "partner.home",
     }[user.role]
 

@@ -77,9 +77,10 @@ def forget_old_sessions(user):
         or_(UserSession.ended_at.is_not(None), UserSession.created_at < utcnow() - timedelta(hours=longest))))
 
 
-def within_timeouts(role):
-    """Whether this request's cookie is inside its role's idle and absolute limits."""
-    signed_in_at, seen_at = session.get(SIGNED_IN_AT), session.get(SEEN_AT)
+def within_timeouts(role, data=None):
+    """Whether this request's cookie (or the session `data` given) is inside its role's idle and absolute limits."""
+    data = session if data is None else data
+    signed_in_at, seen_at = data.get(SIGNED_IN_AT), data.get(SEEN_AT)
     if not isinstance(signed_in_at, (int, float)) or not isinstance(seen_at, (int, float)):
         return False
     idle, absolute = limits_for(role)

@@ -29,7 +29,6 @@ from portal.money import format_money
 from portal.timeutil import utcnow
 
 WORKER = Actor.system("billing worker")
-LEASE = timedelta(minutes=5)
 PAYMENT_LINK_MAX_LINES = 20  # Stripe's limit on a payment link's line items
 RECORD_METADATA_KEY = "closeout_record_id"
 BATCH_METADATA_KEY = "closeout_batch_id"
@@ -39,6 +38,11 @@ class BillingMismatch(gateway.StripeRefused):
     """Stripe's total disagrees with ours: never send a customer a wrong amount."""
 
 
+def lease_length():
+    """How long a claim lasts (BILLING_LEASE_SECONDS, five minutes by default)."""
+    return timedelta(seconds=current_app.config.get("BILLING_LEASE_SECONDS", 300))
+
+
 def claim(model, row_id):
     """Take the lease on a pending trigger or batch; None if it is finished or another worker holds it."""
     now = utcnow()
@@ -46,7 +50,7 @@ def claim(model, row_id):
         update(model)
         .where(model.id == row_id, model.status == TriggerStatus.PENDING)
         .where((model.lease_until.is_(None)) | (model.lease_until < now))
-        .values(lease_until=now + LEASE, attempts=model.attempts + 1)
+        .values(lease_until=now + lease_length(), attempts=model.attempts + 1)
         .returning(model.id)
     ).scalar()
     db.session.commit()
@@ -262,7 +266,7 @@ def bill_by_invoice(intent):
         send_invoice(intent)
     else:
         for billing_record in intent.records:
-            move_record(billing_record, BillingStatus.DRAFT, commit=False)
+            advance_record(billing_record, BillingStatus.DRAFT)
         db.session.commit()
 
 
@@ -277,8 +281,27 @@ def send_invoice(intent):
     for billing_record in intent.records:
         billing_record.invoice_number = invoice.number
         billing_record.due_at = due_at
-        move_record(billing_record, BillingStatus.SENT, hosted_url=invoice.hosted_invoice_url, commit=False)
+        advance_record(billing_record, BillingStatus.SENT, hosted_url=invoice.hosted_invoice_url)
     db.session.commit()
+
+
+# The statuses the worker moves a record out of (to draft or sent); payment sync moves it from there on.
+WORKER_MOVES_FROM = frozenset({BillingStatus.PENDING, BillingStatus.FAILED, BillingStatus.DRAFT})
+
+
+def advance_record(billing_record, status, *, hosted_url=None):
+    """The worker's move to draft or sent, unless payment sync has already moved the record on.
+
+    Stripe emails a sent invoice itself, so the customer may pay (or dispute) before a killed worker's retry
+    gets here; moving that record back to "sent" would hide the payment and email a bill for it (issue 8's
+    model-based test found this). Checked under the row lock payment sync takes, so neither overwrites the other.
+    """
+    db.session.flush()
+    db.session.refresh(billing_record, with_for_update=True)
+    if billing_record.status in WORKER_MOVES_FROM:
+        move_record(billing_record, status, hosted_url=hosted_url, commit=False)
+    elif hosted_url and not billing_record.hosted_url:
+        billing_record.hosted_url = hosted_url
 
 
 def move_record(billing_record, status, *, hosted_url=None, commit=True, by=WORKER):
@@ -331,7 +354,8 @@ def bill_by_payment_link(billing_record):
         db.session.commit()
     # Draft policy: the link exists but the customer hears nothing until the office approves it.
     status = BillingStatus.SENT if billing_record.auto_send else BillingStatus.DRAFT
-    move_record(billing_record, status, hosted_url=billing_record.hosted_url)
+    advance_record(billing_record, status, hosted_url=billing_record.hosted_url)
+    db.session.commit()
 
 
 def note_failure(trigger, error, *, final):

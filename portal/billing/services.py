@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from flask import current_app
 from rq import Retry
+from rq.job import JobStatus
 from sqlalchemy import select
 
 from portal.audit.services import record
@@ -11,7 +12,7 @@ from portal.billing.models import BillingStatus, BillingTrigger, RecordKind, Tri
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db, is_row_id
 from portal.jobs.services import lock_job, set_billing_status, visible_jobs
-from portal.queue import enqueue, enqueue_after_commit, is_queued
+from portal.queue import ACTIVE_STATUSES, enqueue, enqueue_after_commit, job_status
 from portal.timeutil import utcnow
 
 PROCESS_TRIGGER = "portal.billing.tasks.process_billing_trigger"
@@ -45,7 +46,12 @@ def lost(row, now):
         return False
     if row.rq_job_id is None:
         return True
-    return not is_queued(row.rq_job_id)
+    status = job_status(row.rq_job_id)
+    if status == JobStatus.STARTED and row.lease_until is not None:
+        # Claimed, and the lease ran out mid-run: its worker died (SIGKILL, OOM, a lost machine). RQ keeps
+        # saying "started" until the job's heartbeat expires and a worker's maintenance notices (minutes).
+        return True
+    return status not in ACTIVE_STATUSES
 
 
 def sweep(now=None):

@@ -1,11 +1,11 @@
 """The dashboard's, the exports' and the audit log's filters: plain GET parameters, so a view is a URL."""
 from flask_wtf import FlaskForm
-from wtforms import DateField, SelectField, StringField
+from wtforms import SelectField, StringField
 from wtforms.validators import Length, Optional
 
 from portal.audit.models import Source
 from portal.dashboard.services import PERIODS, Scope, period_for
-from portal.office.forms import options
+from portal.office.forms import FilterDateField, options
 from portal.timeutil import day_end_utc, day_start_utc
 
 
@@ -20,8 +20,8 @@ def valid(field):
 
 class DashboardFilterForm(GetForm):
     period = SelectField("Period", choices=options(PERIODS.items()), default="month", validators=[Optional()])
-    start = DateField("From", validators=[Optional()])
-    end = DateField("To", validators=[Optional()])
+    start = FilterDateField("From", validators=[Optional()])
+    end = FilterDateField("To", validators=[Optional()])
     client = SelectField("Client", coerce=int, validators=[Optional()])
     crew = SelectField("Crew member", coerce=int, validators=[Optional()])
 
@@ -53,8 +53,8 @@ EXPORT_KINDS = {
 
 class ExportForm(GetForm):
     kind = SelectField("Export", choices=options(EXPORT_KINDS.items()), validators=[Optional()])
-    start = DateField("From", validators=[Optional()])
-    end = DateField("To", validators=[Optional()])
+    start = FilterDateField("From", validators=[Optional()])
+    end = FilterDateField("To", validators=[Optional()])
 
     def chosen_period(self, today):
         return period_for("range" if valid(self.start) and valid(self.end) else "month", today=today,
@@ -67,8 +67,8 @@ class AuditFilterForm(GetForm):
     user = SelectField("Person", coerce=int, validators=[Optional()])
     source = SelectField("Source", validators=[Optional()], choices=options(
         [("", "Any source")] + [(source.value, source.value.replace("_", " ").capitalize()) for source in Source]))
-    start = DateField("From", validators=[Optional()])
-    end = DateField("To", validators=[Optional()])
+    start = FilterDateField("From", validators=[Optional()])
+    end = FilterDateField("To", validators=[Optional()])
 
     def set_choices(self, users):
         self.user.choices = options([(0, "Anyone")] + [(user.id, f"{user.name} ({user.role.value})") for user in users])
@@ -76,7 +76,8 @@ class AuditFilterForm(GetForm):
     def search_arguments(self):
         """Keyword arguments for audit_log_page; a field that did not validate is left out."""
         return {
-            "job_number": self.job.data.strip() if valid(self.job) else None,
+            # searched for even when too long: then it finds nothing, rather than every entry
+            "job_number": (self.job.data or "").strip() or None,
             "user_id": self.user.data if valid(self.user) else None,
             "source": Source(self.source.data) if valid(self.source) else None,
             "since": day_start_utc(self.start.data) if valid(self.start) else None,

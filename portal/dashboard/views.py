@@ -14,6 +14,7 @@ from portal.dashboard.audit_log import audit_log_page, people
 from portal.dashboard.exports import export_filename, export_rows
 from portal.dashboard.forms import EXPORT_KINDS, AuditFilterForm, DashboardFilterForm, ExportForm
 from portal.dashboard.services import AGING_BUCKETS, FIGURE_LABELS, business_today, dashboard_for, format_duration
+from portal.extensions import row_id_arg
 from portal.jobs.services import assignable_crew
 from portal.timeutil import format_business_time
 
@@ -103,7 +104,7 @@ def audit_log():
     filters = AuditFilterForm(formdata=request.args)
     filters.set_choices(people())
     filters.validate()
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = request.args.get("page", 1, type=row_id_arg)
     results, job_numbers = audit_log_page(**filters.search_arguments(), page=page)
     if request.htmx.target == "audit-results":
         return render_template("dashboard/_audit_results.html", results=results, job_numbers=job_numbers)

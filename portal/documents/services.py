@@ -10,10 +10,11 @@ import secrets
 from datetime import timedelta
 
 from flask import abort, current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.audit.services import record
-from portal.billing.models import DocumentLink
+from portal.billing.models import BillingTrigger, DocumentLink
+from portal.errors import TransitionNotAllowed
 from portal.extensions import db
 from portal.photos.storage import get_storage
 from portal.timeutil import utcnow
@@ -62,6 +63,21 @@ def revoke_document_links(trigger, *, by=None):
         record(by, "document_links.revoked", trigger, job=trigger.job,
                detail={"trigger_id": trigger.id, "count": len(links)})
     return links
+
+
+def open_document_links_of(job):
+    """How many links to the job's proof PDFs still open (not revoked, not expired)."""
+    return db.session.scalar(
+        select(func.count()).select_from(DocumentLink).join(BillingTrigger)
+        .where(BillingTrigger.job_id == job.id, DocumentLink.revoked_at.is_(None), DocumentLink.expires_at > utcnow()))
+
+
+def revoke_job_document_links(job, *, by):
+    """Staff's "Revoke customer links": every link to any of the job's proof PDFs stops opening; returns how many."""
+    revoked = [link for trigger in job.billing_triggers for link in revoke_document_links(trigger, by=by)]
+    if not revoked:
+        raise TransitionNotAllowed("No customer link to this job's proof is open.")
+    return len(revoked)
 
 
 def get_document_for(raw_token):

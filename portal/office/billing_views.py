@@ -17,6 +17,7 @@ from portal.billing.services import (OPEN_STATUSES, STUCK_AFTER, approve_draft, 
                                      resend_email, retry_job_billing, void_record)
 from portal.billing.stripe_gateway import StripeRefused, StripeUnavailable
 from portal.clients.services import get_client_for
+from portal.documents.services import open_document_links_of, revoke_job_document_links
 from portal.errors import ServiceError, TransitionNotAllowed
 from portal.extensions import db
 from portal.jobs.models import WorkStatus
@@ -159,10 +160,19 @@ class BillingPanel:
     def can_retry(self):
         return self.failure is not None
 
+    @cached_property
+    def open_document_links(self):
+        """Customer links (/d/<token>) to this job's proof that still open."""
+        return open_document_links_of(self.job)
+
+    @property
+    def can_revoke_links(self):
+        return self.open_document_links > 0
+
     @property
     def has_actions(self):
         return any((self.can_approve, self.can_resend, self.can_remind, self.can_mark_paid, self.can_void,
-                    self.can_rebill, self.can_mark_no_charge, self.can_retry))
+                    self.can_rebill, self.can_mark_no_charge, self.can_retry, self.can_revoke_links))
 
 
 @bp.context_processor
@@ -286,6 +296,15 @@ def send_reminder_view(job_id):
     job = get_job_for(current_user, job_id)
     return run_billing_action(job, lambda: request_reminder(live_record_of(job), by=actor()),
                               "A reminder with the pay link is on its way to the customer.")
+
+
+@bp.route("/jobs/<int:job_id>/billing/revoke-links", methods=["POST"], endpoint="revoke_document_links")
+def revoke_document_links_view(job_id):
+    """A forwarded or leaked email: its proof link stops opening; a resend carries a new one."""
+    job = get_job_for(current_user, job_id)
+    return run_billing_action(job, lambda: revoke_job_document_links(job, by=actor()),
+                              "Customer links revoked: they no longer open the proof. Resend the email to send "
+                              "a new link.")
 
 
 @bp.route("/jobs/<int:job_id>/billing/retry", methods=["POST"], endpoint="retry_billing")

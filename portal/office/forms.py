@@ -1,12 +1,12 @@
 """Office forms: parsing what staff type into the values the services take."""
-from datetime import timezone
+from datetime import date, timezone
 from decimal import Decimal
 
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, DateField, DateTimeLocalField, IntegerField, SelectField,
                      SelectMultipleField, StringField, TextAreaField)
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from portal.billing.models import BillingStatus
@@ -63,6 +63,17 @@ class BusinessDateTimeField(DateTimeLocalField):
         super().process_formdata(valuelist)
         if self.data is not None:
             self.data = self.data.astimezone(timezone.utc)
+
+
+class FilterDateField(DateField):
+    """A day a filter turns into business-time bounds; far-off years would overflow datetime (a 500, issue 8)."""
+
+    earliest, latest = date(1900, 1, 1), date(2999, 12, 31)
+
+    def pre_validate(self, form):
+        if self.data is not None and not self.earliest <= self.data <= self.latest:
+            self.data = None  # so no caller can use it, whether or not it checks the errors
+            raise ValidationError(f"Pick a day between {self.earliest.year} and {self.latest.year}.")
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -225,12 +236,12 @@ class JobFilterForm(FlaskForm):
                                                  + [(s.value, s.label) for s in BillingStatus]))
     client = SelectField("Client", coerce=int, validators=[Optional()])
     crew = SelectField("Crew member", coerce=int, validators=[Optional()])
-    scheduled_from = DateField("From", validators=[Optional()])
-    scheduled_to = DateField("To", validators=[Optional()])
+    scheduled_from = FilterDateField("From", validators=[Optional()])
+    scheduled_to = FilterDateField("To", validators=[Optional()])
     # The jobs behind a dashboard figure (portal/dashboard/services.py): its key and its period.
     figure = SelectField("Figure", validators=[Optional()], choices=options([("", "")] + list(FIGURE_LABELS.items())))
-    period_from = DateField("Period from", validators=[Optional()])
-    period_to = DateField("Period to", validators=[Optional()])
+    period_from = FilterDateField("Period from", validators=[Optional()])
+    period_to = FilterDateField("Period to", validators=[Optional()])
 
     def set_choices(self, clients, crew_members):
         self.client.choices = options([(0, "Any client"), *clients])
@@ -242,7 +253,7 @@ class JobFilterForm(FlaskForm):
             return field.data not in (None, "", 0) and not field.errors
 
         return {
-            "text": self.q.data if valid(self.q) else None,
+            "text": self.q.data or None,  # searched for even when too long: then it finds nothing, not everything
             "work_status": WorkStatus(self.work_status.data) if valid(self.work_status) else None,
             "billing_status": BillingStatus(self.billing_status.data) if valid(self.billing_status) else None,
             "client_id": self.client.data if valid(self.client) else None,

@@ -9,7 +9,7 @@ from portal.clients.models import Client, Site
 from portal.clients.services import (client_choices, create_client, create_site, get_client_for, get_site_for,
                                      recent_jobs_for, search_clients, update_client, update_site)
 from portal.errors import ServiceError
-from portal.extensions import db
+from portal.extensions import db, row_id_arg
 from portal.jobs import catalog
 from portal.jobs.services import (active_templates, add_line_item, add_note, assignable_crew, complete_job,
                                   get_job_for, get_line_item_for, remove_line_item, reopen_job,
@@ -70,7 +70,7 @@ def jobs():
     filters = JobFilterForm(formdata=request.args)
     filters.set_choices(client_choices(), assignable_crew())
     filters.validate()
-    page = request.args.get("page", 1, type=int)
+    page = request.args.get("page", 1, type=row_id_arg)
     results = search_jobs(current_user, **filters.search_arguments(), page=max(page, 1), per_page=JOBS_PER_PAGE)
     if request.htmx.target == "job-results":
         return render_template("office/_job_results.html", results=results)
@@ -101,7 +101,7 @@ def render_job_form(form, job, status=200):
 
 @bp.route("/jobs/new", methods=["GET", "POST"])
 def new_job():
-    form = job_form({"client_id": request.args.get("client_id", 0, type=int)})
+    form = job_form({"client_id": request.args.get("client_id", 0, type=row_id_arg)})
     if form.validate_on_submit():
         try:
             job = schedule_job(get_client_for(current_user, form.client_id.data), by=actor(),
@@ -119,7 +119,7 @@ def new_job():
 @bp.route("/jobs/site-options")
 def site_options():
     """The site picker for the client just chosen in the job form."""
-    sites = sites_of(request.args.get("client_id", type=int))
+    sites = sites_of(request.args.get("client_id", type=row_id_arg))
     return render_template("office/_site_field.html", choices=site_choices(sites), selected=0, errors=[])
 
 
@@ -302,7 +302,7 @@ def edit_job(job_id):
 @bp.route("/clients")
 def clients():
     text = request.args.get("q", "")
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = request.args.get("page", 1, type=row_id_arg)
     results = db.paginate(search_clients(text), page=page, per_page=CLIENTS_PER_PAGE, error_out=False)
     return render_template("office/clients.html", results=results, q=text)
 

@@ -2,14 +2,16 @@
 import functools
 import json
 import time
+import traceback
 from datetime import timedelta
 from email.message import EmailMessage
 
 import stripe
 from flask import abort, current_app
 from redis.exceptions import RedisError
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import create_engine, event, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from portal.audit.models import Source
 from portal.audit.services import Actor, record
@@ -20,6 +22,15 @@ from portal.queue import enqueue, enqueue_after_commit, get_queue, redis_connect
 from portal.timeutil import utcnow
 
 PROCESS_EVENT = "portal.payments.tasks.process_webhook_event"
+DRAIN_EVENTS = "portal.payments.tasks.process_received_events"
+# One queued drain stands for every event stored after it was queued; the marker says one is waiting. It expires,
+# so a drain Redis lost costs at most this long (the sweeper has the events anyway), and a second drain is harmless.
+DRAIN_MARKER_SECONDS = 60
+# A drain hands the queue back after this many events or seconds (queueing its successor), so invoices and other
+# tasks on the same queue never wait behind a long backlog of events.
+DRAIN_MAX_EVENTS = 1000
+DRAIN_MAX_SECONDS = 30
+DRAIN_JOB_TIMEOUT = 600
 TOLERANCE_SECONDS = 300
 SYNC_STATE_ID = 1
 
@@ -75,14 +86,56 @@ def receive_stripe_event(payload, header):
         event_id, event_type, created = event["id"], event["type"], int(event["created"])
     except (ValueError, KeyError, TypeError) as error:
         raise SignatureRefused(f"Not a Stripe event: {error}") from None
-    # One autocommitted statement is the whole transaction, so the row is durable before we enqueue or answer;
-    # it saves the BEGIN and COMMIT round trips and the ORM's bookkeeping (bench/webhook_ingest.py).
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        row_id = connection.execute(insert_event_statement(db.engine.dialect.name),
-                                    event_row_values(event_id, event_type, created, event, "webhook")).scalar()
+    values = event_row_values(event_id, event_type, created, event, "webhook")
+    try:
+        row_id = insert_received_event(values)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+        # The pooled connection had died (a database restart): the pool has dropped it and its peers, and the
+        # INSERT … ON CONFLICT DO NOTHING is safe to repeat on a fresh one.
+        row_id = insert_received_event(values)
     if row_id is not None:
         enqueue_committed_event(row_id)
     return row_id is not None
+
+
+def insert_received_event(values):
+    """Store the event in one autocommitted statement; the new row's id, or None for a repeat."""
+    # One statement is the whole transaction, so the row is durable before we enqueue or answer; it saves the
+    # BEGIN and COMMIT round trips and the ORM's bookkeeping (bench/webhook_ingest.py).
+    engine = receiver_engine()
+    with engine.connect() as connection:
+        return connection.execute(insert_event_statement(engine.dialect.name), values).scalar()
+
+
+def receiver_engine():
+    """The app's database in autocommit, for the receiver: on PostgreSQL, a pool that skips the pre-ping.
+
+    The pre-ping is a round trip before every checkout; for a one-statement request it is a third of the
+    receiver's database time. Without it a dead connection fails its statement instead, and the receiver
+    retries once (SQLAlchemy's "optimistic" disconnect handling).
+    """
+    extensions = current_app.extensions
+    engine = extensions.get("closeout_receiver_engine")
+    if engine is not None:
+        return engine
+    if db.engine.dialect.name != "postgresql":  # SQLite (the demo): one file, one engine, nothing to go stale
+        engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        return extensions.setdefault("closeout_receiver_engine", engine)
+    options = {**current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}), "pool_pre_ping": False}
+    engine = create_engine(db.engine.url, isolation_level="AUTOCOMMIT", **options)
+    if extensions.setdefault("closeout_receiver_engine", engine) is not engine:  # another thread was first
+        engine.dispose()
+        return extensions["closeout_receiver_engine"]
+
+    @event.listens_for(db.engine, "engine_disposed", once=True)
+    def dispose_with_the_app_engine(app_engine):
+        # Whoever disposes the app's engine (a test session, a benchmark, a forked worker) means this pool too.
+        extensions.pop("closeout_receiver_engine", None)
+        engine.dispose()
+
+    return engine
 
 
 @functools.cache
@@ -112,7 +165,20 @@ def enqueue_processing(row_id):
 
 
 def enqueue_committed_event(row_id):
-    """Enqueue an already-committed event in one Redis round trip (RQ alone makes two)."""
+    """Have an already-committed event processed: usually one Redis command, as a drain is already waiting."""
+    connection = redis_connection()
+    if connection is None:
+        enqueue_event_job(row_id)  # in-process: a thread per event
+        return
+    try:
+        request_drain(connection)
+    except RedisError:
+        # Acknowledged anyway, as portal.queue does after a commit: the row is stored and says "received".
+        current_app.logger.exception("could not enqueue a drain for event %r; the row is stored", row_id)
+
+
+def enqueue_event_job(row_id):
+    """Give one stored event a job of its own, with RQ's retries (the sweeper's way: it may have been tried)."""
     from portal.billing.services import retry_policy
 
     connection = redis_connection()
@@ -125,36 +191,112 @@ def enqueue_committed_event(row_id):
                                                           pipeline=pipe)
             pipe.execute()
     except RedisError:
-        # Acknowledged anyway, as portal.queue does after a commit: the row is stored and says "received".
         current_app.logger.exception("could not enqueue %s(%r); the row is stored", PROCESS_EVENT, row_id)
+
+
+def drain_marker():
+    return f"{current_app.config.get('RQ_QUEUE_PREFIX', 'closeout')}:payments:drain-queued"
+
+
+def request_drain(connection=None):
+    """Queue a drain of received events unless one is already waiting; True when this call queued it."""
+    connection = connection or redis_connection()
+    # Per event, one job each cost RQ about fourteen Redis commands in the worker (bench/event_processing.py).
+    if not connection.set(drain_marker(), "1", nx=True, ex=DRAIN_MARKER_SECONDS):
+        return False
+    with connection.pipeline() as pipe:
+        get_queue(connection=connection).enqueue_call(DRAIN_EVENTS, timeout=DRAIN_JOB_TIMEOUT, pipeline=pipe)
+        pipe.execute()
+    return True
 
 
 # --- Processing (in the worker) ---------------------------------------------------------------
 
 def process_event(row_id, *, source=Source.WEBHOOK):
     """Apply one stored event under its row lock; returns its status. Commits."""
-    from portal.payments.handlers import HANDLERS
-
     event_row = db.session.scalars(select(WebhookEvent).where(WebhookEvent.id == row_id).with_for_update()
                                    .execution_options(populate_existing=True)).one_or_none()
     if event_row is None or event_row.status in (EventStatus.PROCESSED, EventStatus.IGNORED):
+        status = event_row.status if event_row else None
         db.session.commit()
-        return event_row.status if event_row else None
-    event_row.attempts += 1
+        return status
+    return apply_locked_event(event_row, source=source)
+
+
+def apply_locked_event(event_row, *, source=Source.WEBHOOK):
+    """Run the handler of an event whose row this transaction holds locked; returns its status. Commits."""
+    from portal.payments.handlers import HANDLERS
+
+    was_failed = event_row.status == EventStatus.FAILED
     handler = HANDLERS.get(event_row.type)
     if handler is None:
-        event_row.status = EventStatus.IGNORED  # stored and acknowledged; Closeout has nothing to do with it
+        status = EventStatus.IGNORED  # stored and acknowledged; Closeout has nothing to do with it
     else:
         label = "reconcile: Stripe event" if source == Source.RECONCILE else "Stripe event"
         results = handler(event_row.payload, by=Actor(source, event_row.stripe_event_id,
                                                       f"{label} {event_row.type}"))
-        event_row.status = EventStatus.PROCESSED if results else EventStatus.IGNORED
+        status = EventStatus.PROCESSED if results else EventStatus.IGNORED
         event_row.error = None if results else "No billing record matches this event."
+    # Counted here rather than before the handler: one UPDATE of the row, not two. A failing handler rolls back
+    # anyway, and note_failure counts that attempt.
+    event_row.attempts += 1
+    event_row.status = status
     event_row.processed_at = utcnow()
-    db.session.flush()
-    clear_alert_if_healthy()
+    if was_failed:
+        # Only an event that was failed can leave the failed list by being processed (a Retry already moved it
+        # back to received, and cleared the alert then): so only then can the alert need clearing.
+        db.session.flush()
+        clear_alert_if_healthy()
     db.session.commit()
-    return event_row.status
+    return status
+
+
+def claim_received_event():
+    """The oldest event still waiting for its first attempt, locked (others' locked rows skipped); or None."""
+    return db.session.scalars(
+        select(WebhookEvent).where(WebhookEvent.status == EventStatus.RECEIVED, WebhookEvent.attempts == 0)
+        .order_by(WebhookEvent.id).limit(1).with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)).one_or_none()
+
+
+def drain_received_events(*, max_events=DRAIN_MAX_EVENTS, max_seconds=DRAIN_MAX_SECONDS):
+    """Apply waiting events oldest first, each in its own transaction; returns (events claimed, more may wait)."""
+    deadline = time.monotonic() + max_seconds
+    claimed = 0
+    while claimed < max_events and time.monotonic() < deadline:
+        event_row = claim_received_event()
+        if event_row is None:
+            db.session.commit()
+            return claimed, False
+        claimed += 1
+        row_id = event_row.id
+        try:
+            apply_locked_event(event_row)
+        except Exception as error:  # not swallowed: kept on the row, then retried by the event's own RQ job
+            retry_after_failure(row_id, error, traceback.format_exc())
+    return claimed, True
+
+
+def retry_after_failure(row_id, error, traceback_text):
+    """A drained event's first attempt failed: note it, and hand the event to its own job with RQ's backoff.
+
+    The attempts count and the retry schedule are the same as when every event had its own job; a last failure
+    lands in RQ's failed registry and on the Webhook issues page.
+    """
+    from rq import Retry
+
+    from portal.billing.services import retry_policy
+
+    policy = retry_policy()  # at least one retry: this attempt is never the last
+    note_failure(row_id, error, traceback_text, final=False)
+    retries_left = policy.max - 1
+    try:
+        get_queue().enqueue_in(timedelta(seconds=policy.intervals[0]), PROCESS_EVENT, row_id,
+                               retry=Retry(max=retries_left, interval=policy.intervals[1:] or policy.intervals)
+                               if retries_left else None)
+    except RedisError:
+        # Noted on the row, which stays "received": the sweeper enqueues it again.
+        current_app.logger.exception("could not schedule the retry of event %r", row_id)
 
 
 def note_failure(row_id, error, traceback_text, *, final):
@@ -248,7 +390,7 @@ def sweep_received_events(now=None, older_than=timedelta(minutes=10)):
                                       WebhookEvent.received_at < now - older_than).order_by(WebhookEvent.id)
     ).all()
     for row_id in stuck:
-        enqueue_committed_event(row_id)
+        enqueue_event_job(row_id)  # a drain would pass over one already tried once (its retry job is lost too)
     return stuck
 
 

@@ -1,7 +1,6 @@
 """RQ tasks for payment sync: plain functions that take ids and reload rows."""
 import traceback
 
-
 from portal.payments import services
 from portal.queue import is_last_attempt
 
@@ -14,6 +13,20 @@ def process_webhook_event(event_row_id):
         services.note_failure(event_row_id, error, traceback.format_exc(), final=is_last_attempt())
         raise
     return status.value if status else "missing"
+
+
+def process_received_events():
+    """Apply every stored event waiting for its first attempt, each in its own transaction (one job for many)."""
+    from portal.queue import redis_connection
+
+    connection = redis_connection()
+    if connection is not None:
+        # Cleared first: an event stored from now on queues a new drain, so none is left behind by this one.
+        connection.delete(services.drain_marker())
+    claimed, more = services.drain_received_events()
+    if more:
+        services.request_drain()
+    return claimed
 
 
 def sweep_received_events():

@@ -17,6 +17,8 @@ bp = Blueprint("payments", __name__)
 @csrf.exempt  # Stripe signs its deliveries; it has no session or CSRF token. No login, nothing else exempted.
 def stripe_webhook():
     """Store a signed Stripe event once and acknowledge it; the worker applies it."""
+    # Deliveries with a Content-Length never reach this view: portal.payments.receiver takes them first, with
+    # the same service and the same answers. This one serves the rest (a chunked body).
     try:
         created = receive_stripe_event(request.get_data(), request.headers.get("Stripe-Signature"))
     except SignatureRefused as error:

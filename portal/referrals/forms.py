@@ -6,7 +6,7 @@ from wtforms import BooleanField, DateField, EmailField, IntegerField, PasswordF
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from portal.extensions import db
-from portal.office.forms import CURRENCY_CHOICES, ClientForm, MoneyField, OfficeForm, options
+from portal.office.forms import CURRENCY_CHOICES, ClientForm, FilterDateField, MoneyField, OfficeForm, options
 from portal.referrals.models import DisputePolicy, FeeBase, FeeKind, Partner, PayoutStatus
 from portal.referrals.services import FEE_RULE_FIELDS, business_today, open_client_referral, partner_choices
 
@@ -182,8 +182,8 @@ class LedgerFilterForm(FlaskForm):
     status = SelectField("Status", validators=[Optional()],
                          choices=options([("", "Any status")]
                                          + [(status.value, label) for status, label in STATUS_LABELS.items()]))
-    paid_from = DateField("Paid from", validators=[Optional()])
-    paid_to = DateField("Paid to", validators=[Optional()])
+    paid_from = FilterDateField("Paid from", validators=[Optional()])
+    paid_to = FilterDateField("Paid to", validators=[Optional()])
 
     def set_choices(self, partners):
         self.partner.choices = options([(0, "Every partner"), *partners])

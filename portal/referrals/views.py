@@ -12,7 +12,7 @@ from portal.auth.services import roles_required
 from portal.billing.stripe_gateway import StripeRefused, StripeUnavailable
 from portal.clients.services import client_choices, get_client_for
 from portal.errors import ServiceError
-from portal.extensions import ROW_ID, db
+from portal.extensions import ROW_ID, db, row_id_arg
 from portal.jobs.services import get_job_for
 from portal.referrals import services
 from portal.referrals.forms import STATUS_LABELS, ClientReferralForm, JobReferralForm, LedgerFilterForm, PartnerForm
@@ -277,7 +277,7 @@ def page_url(page):
 @staff_bp.route("/payouts")
 def ledger():
     form, filters = ledger_filters()
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = request.args.get("page", 1, type=row_id_arg)
     results = db.paginate(services.ledger_query(filters), page=page, per_page=LEDGER_PER_PAGE, error_out=False)
     return render_template("referrals/ledger.html", filters=form, results=results,
                            totals=services.ledger_totals(filters), attention=services.payouts_needing_attention(),

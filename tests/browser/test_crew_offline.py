@@ -3,6 +3,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from PIL import Image
 
 from portal.audit.services import Actor
@@ -327,8 +328,18 @@ def test_signing_out_empties_the_offline_store(db, crew, phone):
     page.context.set_offline(True)
     with pytest.raises(Exception, match="ERR_INTERNET_DISCONNECTED"):
         page.goto(f"/crew/jobs/{job.id}")
-    page.wait_for_load_state()
-    assert "4471" not in page.content()  # the browser's own offline page, not the saved card
+    assert "4471" not in settled_content(page)  # the browser's own offline page, not the saved card
+
+
+def settled_content(page, attempts=50):
+    """The page's HTML once Chromium has finished swapping in its own error page."""
+    for _ in range(attempts):
+        page.wait_for_load_state()
+        try:
+            return page.content()
+        except PlaywrightError:  # "the page is navigating": the error page is still coming in
+            page.wait_for_timeout(100)
+    raise AssertionError("the page never settled")
 
 
 def test_the_next_person_on_the_phone_never_gets_the_saved_pages(db, crew, other_crew, phone):
