@@ -69,9 +69,10 @@ def run(trigger):
         bill_by_invoice(InvoiceIntent.for_record(billing_record))
     else:
         bill_by_payment_link(billing_record)
-    if billing_record.status == BillingStatus.SENT:
-        from portal.billing.emails import send_bill_email
+    from portal.billing.emails import COLLECTABLE, send_bill_email
 
+    # Still owed (a resumed trigger may find it overdue, or a payment from Stripe's email failed): our bill goes out.
+    if billing_record.status in COLLECTABLE:
         send_bill_email(billing_record, by=WORKER)
     finish(trigger)
     return billing_record
@@ -388,9 +389,9 @@ def run_batch(batch):
     db.session.commit()
     if intent.records:
         bill_by_invoice(intent)
-        if intent.lead.status == BillingStatus.SENT:
-            from portal.billing.emails import send_bill_email
+        from portal.billing.emails import COLLECTABLE, send_bill_email
 
+        if intent.lead.status in COLLECTABLE:
             send_bill_email(intent.lead, by=WORKER)
     batch.status = TriggerStatus.DONE
     batch.finished_at = utcnow()
