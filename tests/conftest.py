@@ -13,7 +13,9 @@ from werkzeug.serving import make_server
 
 from tests import factories
 
-pytest_plugins = ["tests.fixtures.stripe_sandbox", "tests.fixtures.smtp", "tests.fixtures.worker"]
+pytest_plugins = [
+    "tests.fixtures.stripe_sandbox", "tests.fixtures.smtp", "tests.fixtures.worker", "tests.fixtures.browser",
+]
 
 ADMIN_DSN = os.environ.get("TEST_ADMIN_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -8,6 +8,7 @@ from portal.jobs.models import Job
 from portal.payments.handlers import HANDLED_EVENTS
 from portal.payments.models import EventStatus, WebhookEvent
 from tests import factories
+from tests.fixtures.worker import deliver_concurrently
 
 LINES = [("Labor", "2", 8500), ("Valve", "1", 1999)]
 TOTAL = 2 * 8500 + 1999
@@ -152,39 +153,13 @@ def test_a_dispute_marks_the_job_disputed(synced, login, crew):
 
 
 def test_twenty_concurrent_deliveries_of_one_event_make_one_transition(synced, login, crew):
-    import hashlib
-    import hmac
-    import json
-    import threading
-    import time
-    import urllib.request
-
     job_id = billed_job(synced, login, crew, billing_mode="invoice")
     synced.sandbox.control("POST", f"webhook_endpoints/{synced.endpoint_id}/chaos", {"drop_types": ["invoice.paid"]})
     synced.sandbox.control("POST", f"invoices/{invoice_id_of(job_id)}/pay", {"outcome": "card"})
     settle_all(synced)
     assert status_of(job_id) == BillingStatus.SENT  # the paid event was dropped
     (paid,) = [e for e in synced.sandbox.control("GET", "objects/event")["data"] if e["type"] == "invoice.paid"]
-    body = json.dumps(paid).encode()
-    secret = synced.app.config["STRIPE_WEBHOOK_SECRET"]
-    url = synced.live_url + "/webhooks/stripe"
-    barrier, statuses = threading.Barrier(20), []
-
-    def deliver():
-        timestamp = int(time.time())
-        signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-        request = urllib.request.Request(url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"})
-        barrier.wait()
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
-            statuses.append(response.status)
-
-    threads = [threading.Thread(target=deliver) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(15)
-    assert statuses == [200] * 20
+    assert deliver_concurrently(synced, paid, copies=20) == [200] * 20
     synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid")
     settle_all(synced)
     assert db.session.scalar(db.select(db.func.count()).select_from(WebhookEvent)

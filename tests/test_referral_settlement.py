@@ -2,9 +2,6 @@
 
 The end-to-end tests check the sandbox's own transfers and reversals, not just our rows.
 """
-import hashlib
-import hmac
-import json
 import threading
 import time
 import urllib.error
@@ -29,6 +26,7 @@ from portal.timeutil import utcnow
 from tests import factories
 from tests.fixtures.billing import billed_record
 from tests.fixtures.referrals import partner_row, referral_row
+from tests.fixtures.worker import deliver_concurrently
 
 LINES = [("Labor", "2", 8500), ("Valve", "1", 1999)]
 TOTAL = 2 * 8500 + 1999  # no sales tax in tests: subtotal = total = 18999
@@ -124,25 +122,7 @@ def test_a_paid_invoice_makes_exactly_one_transfer_even_with_ten_concurrent_deli
     settle_all(synced)
     assert payout_of(job_id) is None  # the paid event was dropped: nothing settled yet
     (paid,) = [e for e in synced.sandbox.control("GET", "objects/event")["data"] if e["type"] == "invoice.paid"]
-    body = json.dumps(paid).encode()
-    secret = synced.app.config["STRIPE_WEBHOOK_SECRET"]
-    barrier, statuses = threading.Barrier(10), []
-
-    def deliver():
-        timestamp = int(time.time())
-        signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-        request = urllib.request.Request(synced.live_url + "/webhooks/stripe", data=body, method="POST", headers={
-            "Content-Type": "application/json", "Stripe-Signature": f"t={timestamp},v1={signature}"})
-        barrier.wait()
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=10) as response:
-            statuses.append(response.status)
-
-    threads = [threading.Thread(target=deliver) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(15)
-    assert statuses == [200] * 10
+    assert deliver_concurrently(synced, paid, copies=10) == [200] * 10
     synced.wait_for(status_is(job_id, PayoutStatus.PAID), message="the payout transferred")
     settle_all(synced)
 

@@ -26,7 +26,6 @@ from portal.billing.emails import send_bill_email
 from portal.billing.proof import ProofResources, html_to_pdf, render_proof
 from portal.extensions import limiter
 from tests import factories
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.billing import PAY_URL, billed_record
 
 METADATA_HOST = "169.254.169.254"
@@ -247,26 +246,22 @@ def test_the_office_and_crew_pages_show_the_text_and_no_markup(db, hostile_job, 
 
 @pytest.mark.browser
 def test_a_browser_showing_the_job_fetches_nothing_the_text_names(app, db, hostile_job, stand_in, live_server,
-                                                                  office):
-    from playwright.sync_api import sync_playwright
-
+                                                                  office, browser):
     limiter.reset()
     billed, _, _, _ = hostile_job
-    assert Path(CHROMIUM).exists(), "Debian's chromium is not installed: run `make browser`"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(base_url=live_server.url)
-            page.goto("/login")
-            page.fill("input[name=email]", office.email)
-            page.fill("input[name=password]", factories.PASSWORD)
-            page.click("main button[type=submit]")
-            page.wait_for_load_state()
-            page.goto(f"/office/jobs/{billed.job.id}")
-            page.wait_for_load_state("networkidle")
-            shown = page.inner_text("main")
-        finally:
-            browser.close()
+    context = browser.new_context(base_url=live_server.url)
+    try:
+        page = context.new_page()
+        page.goto("/login")
+        page.fill("input[name=email]", office.email)
+        page.fill("input[name=password]", factories.PASSWORD)
+        page.click("main button[type=submit]")
+        page.wait_for_load_state()
+        page.goto(f"/office/jobs/{billed.job.id}")
+        page.wait_for_load_state("networkidle")
+        shown = page.inner_text("main")
+    finally:
+        context.close()
 
     assert '<img src="file:///etc/passwd">' in shown
     assert stand_in.hits == []

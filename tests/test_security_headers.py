@@ -18,7 +18,6 @@ from portal.extensions import db as _db
 from portal.extensions import limiter
 from portal.security import CONTENT_SECURITY_POLICY, UPLOADED_CONTENT_ENDPOINTS, UPLOADED_CONTENT_POLICY
 from tests import factories
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.fixtures.billing import billed_record
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "portal" / "templates"
@@ -194,15 +193,9 @@ def test_the_scan_finds_what_it_looks_for():
 # --- In a real browser -----------------------------------------------------------------------------
 
 @pytest.fixture
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is not installed: run `make browser` (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+def chromium(browser):
+    """The run's shared Chromium (tests/fixtures/browser.py)."""
+    return browser
 
 
 def signed_in_page(chromium, live_server, user):
