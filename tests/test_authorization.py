@@ -51,7 +51,8 @@ ACCESS.update({endpoint: STAFF for endpoint in (
     "partners.start_partner_onboarding", "partners.refresh_partner_account", "partners.add_client_referral",
     "partners.end_client_referral", "partners.add_job_referral", "partners.end_job_referral", "partners.ledger",
     "partners.ledger_csv", "partners.retry")})
-ACCESS.update({endpoint: {"partner", "other_partner"} for endpoint in ("partner.home", "partner.earnings_csv")})
+ACCESS.update({endpoint: {"partner", "other_partner"} for endpoint in (
+    "partner.home", "partner.earnings_csv", "partner.set_up_payouts")})
 ACCESS["partner.payout"] = {"partner"}
 # Payment sync: the receiver is public but signature-checked (unsigned requests get 400, see
 # tests/test_webhooks.py); the Webhook issues page and its actions are for staff.

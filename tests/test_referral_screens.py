@@ -383,6 +383,7 @@ def test_onboarding_sends_the_office_to_stripe_and_the_return_page_reads_the_acc
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
     with pytest.raises(urllib.error.HTTPError) as redirect:
         opener.open(urllib.request.Request(onboarding_url, data=b"", method="POST"), timeout=30)
+    redirect.value.close()
     assert redirect.value.code in (302, 303)
     assert redirect.value.headers["Location"] == f"http://portal.test/office/partners/{partner.id}"
 
@@ -415,3 +416,32 @@ def test_onboarding_with_stripe_down_says_so_and_stays_on_the_page(db, login, of
 def test_the_office_navigation_links_partners_and_payouts(db, login, office):
     page = text_of(login(office).get("/office/partners"))
     assert 'href="/office/partners">Partners</a>' in page and 'href="/office/payouts">Payouts</a>' in page
+
+
+def test_a_partner_sets_up_payouts_from_the_portal_and_lands_back_on_it(db, login, partner, sandbox_stripe):
+    row = factories.partner(partner, name="Harbor Realty")
+    waiting = factories.payout(row, amount=1200, status="held_no_account")
+    browser = login(partner)
+    assert "Set up payouts" in text_of(browser.get("/partner"))
+
+    response = browser.post_form("/partner/payouts-account")
+    assert response.status_code == 303
+    onboarding_url = response.headers["Location"]
+    assert onboarding_url.startswith(sandbox_stripe.url)
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        opener.open(urllib.request.Request(onboarding_url, data=b"", method="POST"), timeout=30)
+    redirect.value.close()
+    assert redirect.value.headers["Location"] == "http://portal.test/partner"  # back to the portal, not the office
+
+    page = text_of(browser.get("/partner"))
+    assert "Set up payouts" not in page and "Continue payout setup" not in page
+    db.session.refresh(row)
+    db.session.refresh(waiting)
+    assert row.account_status == AccountStatus.READY
+    assert waiting.status == PayoutStatus.PENDING  # released: its transfer is queued

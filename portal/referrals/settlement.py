@@ -335,11 +335,12 @@ def release_for_partner(partner, *, by):
 
 # --- Connected accounts ----------------------------------------------------------------------------------
 
-def start_onboarding(partner, *, by):
+def start_onboarding(partner, *, by, return_path=None, refresh_path=None):
     """The URL to send the partner to: their Express account, created once, and a fresh Account Link to finish it.
 
-    Stripe returns to /office/partners/<id> when onboarding ends, and to /office/partners/<id>/onboarding when
-    the link expired (that page calls this again for a fresh link). Commits.
+    Stripe returns to `return_path` when onboarding ends, and to `refresh_path` when the link expired (a page that
+    calls this again for a fresh link): the office's partner page by default, the partner portal when the partner
+    starts it. Commits.
     """
     if not partner.stripe_account_id:
         account = gateway.create_connected_account(email=partner.email or None,
@@ -353,9 +354,10 @@ def start_onboarding(partner, *, by):
                new=AccountStatus.ONBOARDING)
     db.session.commit()  # the account id is kept the moment it is known
     base = current_app.config["PUBLIC_URL"].rstrip("/")
-    link = gateway.create_account_link(partner.stripe_account_id,
-                                       refresh_url=f"{base}/office/partners/{partner.id}/onboarding",
-                                       return_url=f"{base}/office/partners/{partner.id}")
+    link = gateway.create_account_link(
+        partner.stripe_account_id,
+        refresh_url=base + (refresh_path or f"/office/partners/{partner.id}/onboarding"),
+        return_url=base + (return_path or f"/office/partners/{partner.id}"))
     return link.url
 
 

@@ -98,16 +98,20 @@ def new_partner():
 @staff_bp.route(f"/partners/<{ROW_ID}:partner_id>")
 def partner(partner_id):
     partner = services.get_partner_for(current_user, partner_id)
-    notice = None
-    if partner.account_status == AccountStatus.ONBOARDING:
-        # Stripe sends the partner back here when onboarding ends: re-read the account to show where it stands.
-        try:
-            refresh_account(partner, by=actor())
-            db.session.commit()
-        except (StripeUnavailable, StripeRefused, ServiceError) as error:
-            db.session.rollback()
-            notice = stripe_trouble(error) if not isinstance(error, ServiceError) else error.message
-    return render_partner_page(partner, notice=notice)
+    return render_partner_page(partner, notice=read_onboarding_account(partner))
+
+
+def read_onboarding_account(partner):
+    """Stripe sends people back here when onboarding ends: re-read the account; a notice if that failed."""
+    if partner.account_status != AccountStatus.ONBOARDING:
+        return None
+    try:
+        refresh_account(partner, by=actor())
+        db.session.commit()
+    except (StripeUnavailable, StripeRefused, ServiceError) as error:
+        db.session.rollback()
+        return stripe_trouble(error) if not isinstance(error, ServiceError) else error.message
+    return None
 
 
 def render_partner_page(partner, *, referral_form=None, status=200, notice=None):
@@ -321,9 +325,25 @@ def csv_response(text, filename):
 @portal_bp.route("")
 def home():
     partner = services.partner_of(current_user)
+    notice = read_onboarding_account(partner)
     return render_template("referrals/portal.html", partner=partner, clients=services.referred_clients(partner),
                            jobs=services.portal_jobs(partner), totals=services.portal_status_totals(partner),
-                           months=services.monthly_earnings(partner), PayoutStatus=PayoutStatus)
+                           months=services.monthly_earnings(partner), PayoutStatus=PayoutStatus, notice=notice)
+
+
+@portal_bp.route("/payouts-account", methods=["GET", "POST"])
+def set_up_payouts():
+    """The partner's own way to Stripe's onboarding; GET is Stripe's refresh_url when a link has expired."""
+    partner = services.partner_of(current_user)
+    try:
+        url = start_onboarding(partner, by=actor(), return_path=url_for("partner.home"),
+                               refresh_path=url_for("partner.set_up_payouts"))
+    except (StripeUnavailable, StripeRefused) as error:
+        db.session.rollback()
+        flash(stripe_trouble(error), "error")
+        return redirect(url_for("partner.home"), 303)
+    db.session.commit()
+    return redirect(url, 303)
 
 
 @portal_bp.route("/earnings.csv")
