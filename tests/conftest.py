@@ -132,6 +132,26 @@ def app(_migrated_app):
 
 
 @pytest.fixture
+def embedded_sqlite(tmp_path, monkeypatch):
+    """The newcomer's default instead: a fresh SQLite file migrated by Alembic, its app context pushed."""
+    from flask_migrate import upgrade
+
+    from portal import create_app
+    from portal.config import load_config
+    from portal.extensions import db
+
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'closeout.db'}")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("UPLOAD_DIR", str(tmp_path / "uploads"))
+    sqlite_app = create_app(load_config("development"))
+    with sqlite_app.app_context():
+        upgrade()
+        yield sqlite_app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
 def db(app):
     from portal.extensions import db
 

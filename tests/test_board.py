@@ -12,7 +12,7 @@ from portal.billing import pipeline
 from portal.billing.models import BillingStatus
 from portal.extensions import db as _db
 from portal.jobs.models import Job, WorkStatus
-from portal.jobs.services import add_line_item, add_note
+from portal.jobs.services import add_line_item, add_note, remove_line_item, update_line_item
 from portal.timeutil import utcnow
 from tests import factories
 from tests.fixtures.billing import billed_record
@@ -123,6 +123,63 @@ def test_sent_card_shows_its_due_date(office_client, db):
     assert billed.job.number in card and "Due " in card and "$170.00" in card
 
 
+def card_ids(page, key):
+    return [int(found) for found in re.findall(r'id="board-job-(\d+)"', group_html(page, key))]
+
+
+def test_the_amounts_follow_line_changes_and_removals(office_client, db, office):
+    job = job_in(WorkStatus.IN_PROGRESS, items=[("Labor", "2", 8500), ("Filter", "1", 1250)])
+    labor, part = job.line_items
+    assert group_summary(office_client.get("/office/board").get_data(as_text=True), "in_progress") == (
+        "1 job", ["$182.50"])
+    update_line_item(labor, by=factories.system(), quantity="3")
+    _db.session.commit()
+    assert group_summary(office_client.get("/office/board").get_data(as_text=True), "in_progress") == (
+        "1 job", ["$267.50"])
+    remove_line_item(part, by=factories.system())
+    _db.session.commit()
+    _db.session.expire_all()
+    assert _db.session.get(Job, job.id).lines_total == 25500
+    assert group_summary(office_client.get("/office/board").get_data(as_text=True), "in_progress") == (
+        "1 job", ["$255.00"])
+
+
+def test_each_column_shows_its_first_cards_in_board_order_and_counts_the_rest(office_client, db, monkeypatch):
+    from portal.board import services
+
+    monkeypatch.setattr(services, "CARDS_PER_GROUP", 3)
+    sent = [job_in(WorkStatus.COMPLETED, BillingStatus.SENT, items=[("Labor", "1", 100)]) for _ in range(5)]
+    for hours, job in zip((5, 1, 4, 2, 3), sent):
+        job.scheduled_start = utcnow() - timedelta(hours=hours)
+    paid = [job_in(WorkStatus.COMPLETED, BillingStatus.PAID, items=[("Labor", "1", 100)]) for _ in range(4)]
+    # Work ranks before billing: a job back in progress is on the board once, under In progress.
+    back_in_progress = job_in(WorkStatus.IN_PROGRESS, BillingStatus.SENT, items=[("Labor", "1", 100)])
+    _db.session.commit()
+    for days, job in zip((3, 1, 2, 4), paid):
+        _db.session.execute(update(Job).where(Job.id == job.id).values(updated_at=utcnow() - timedelta(days=days)))
+    _db.session.commit()
+    page = office_client.get("/office/board").get_data(as_text=True)
+    assert card_ids(page, "sent") == [sent[0].id, sent[2].id, sent[4].id]  # the earliest scheduled first
+    assert group_summary(page, "sent")[0] == "5 jobs" and "and 2 more" in group_html(page, "sent")
+    assert card_ids(page, "paid") == [paid[1].id, paid[2].id, paid[0].id]  # the latest payment first
+    assert card_ids(page, "in_progress") == [back_in_progress.id]
+    assert group_summary(page, "in_progress") == ("1 job", ["$1.00"])
+
+
+def test_the_board_reads_the_same_on_the_embedded_sqlite_default(embedded_sqlite):
+    from portal.board.services import board
+
+    first, later = job_in(WorkStatus.SCHEDULED), job_in(WorkStatus.SCHEDULED)
+    later.scheduled_start = first.scheduled_start + timedelta(days=1)
+    job_in(WorkStatus.COMPLETED, BillingStatus.OVERDUE, items=[("Labor", "2", 4500)])
+    job_in(WorkStatus.COMPLETED, BillingStatus.PAID, items=[("Labor", "1", 1000)])
+    _db.session.commit()
+    groups = {view.group.key: view for view in board()}
+    assert [card.job.id for card in groups["scheduled"].cards] == [first.id, later.id]
+    assert (groups["overdue"].count, groups["overdue"].amounts) == (1, {"usd": 9000})
+    assert (groups["paid"].count, groups["paid"].amounts) == (1, {"usd": 1000})
+
+
 POLL_HEADERS = {"HX-Request": "true"}
 
 
@@ -160,7 +217,7 @@ def test_unchanged_poll_is_answered_from_the_version_alone(office_client, hand_b
     assert response.get_data() == b""
     assert len(sent) == 2, sent  # with no cache (TTL 0): the poller's role, then the version; nothing else
     assert "FROM users" in sent[0] and "password_hash" not in sent[0]
-    assert "max(jobs.updated_at)" in sent[1] and "count(*)" in sent[1]
+    assert "max(jobs.updated_at)" in sent[1] and "max(jobs.id)" in sent[1]
 
 
 def test_within_the_ttl_an_unchanged_poll_sends_no_sql_and_after_it_rereads(office_client, hand_built_board,
@@ -179,7 +236,7 @@ def test_within_the_ttl_an_unchanged_poll_sends_no_sql_and_after_it_rereads(offi
         assert poll(office_client, version).status_code == 204
     assert len(sent) == 2, sent  # both caches expired together: the poller's role, then the version
     assert "FROM users" in sent[0]
-    assert "max(jobs.updated_at)" in sent[1] and "count(*)" in sent[1]
+    assert "max(jobs.updated_at)" in sent[1] and "max(jobs.id)" in sent[1]
     with statements() as sent:
         assert poll(office_client, version).status_code == 204
     assert sent == []

@@ -1,12 +1,9 @@
 """The migrations are the schema: no drift on PostgreSQL, and the SQLite default works too."""
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from flask_migrate import upgrade
 
-from portal import create_app
 from portal.audit.services import Actor
 from portal.billing.models import BillingStatus, BillingTrigger
-from portal.config import load_config
 from portal.extensions import db as _db
 from portal.jobs.models import WorkStatus
 from portal.jobs.services import complete_job
@@ -21,23 +18,16 @@ def test_postgres_schema_matches_the_models(app, db):
         assert drift(connection) == []
 
 
-def test_sqlite_default_migrates_and_completes_a_job(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'smoke.db'}")
-    monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setenv("UPLOAD_DIR", str(tmp_path / "uploads"))
-    sqlite_app = create_app(load_config("development"))
-    with sqlite_app.app_context():
-        upgrade()
-        with _db.engine.connect() as connection:
-            assert drift(connection) == []
-        from tests import factories
+def test_sqlite_default_migrates_and_completes_a_job(embedded_sqlite):
+    with _db.engine.connect() as connection:
+        assert drift(connection) == []
+    from tests import factories
 
-        crew = factories.user("crew")
-        job = factories.job(crew=[crew], items=[("Labor", "2.5", 8500)])
-        complete_job(job, by=Actor.for_user(crew))
-        _db.session.commit()
-        assert job.work_status == WorkStatus.COMPLETED
-        assert job.billing_status == BillingStatus.PENDING
-        assert _db.session.query(BillingTrigger).count() == 1
-        _db.session.remove()
-        _db.engine.dispose()
+    crew = factories.user("crew")
+    job = factories.job(crew=[crew], items=[("Labor", "2.5", 8500)])
+    complete_job(job, by=Actor.for_user(crew))
+    _db.session.commit()
+    assert job.work_status == WorkStatus.COMPLETED
+    assert job.billing_status == BillingStatus.PENDING
+    assert job.lines_total == 21250
+    assert _db.session.query(BillingTrigger).count() == 1

@@ -1,7 +1,7 @@
 """Billing records and the outbox of billing triggers (see shared/billing-states.md)."""
 import enum
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint, event, text
+from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint, event, inspect, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -156,6 +156,9 @@ class BillingRecord(db.Model):
     paid_at = mapped_column(UTCDateTime, nullable=True, index=True)
     refunded_at = mapped_column(UTCDateTime, nullable=True, index=True)
     disputed_at = mapped_column(UTCDateTime, nullable=True, index=True)
+    # When the job's work was completed, as it stood when this record was opened (set on insert, below):
+    # the start of the dashboard's completion → sent lag, read without joining every job.
+    work_completed_at = mapped_column(UTCDateTime, nullable=True)
     # The referral in force when the job was billed (issue 6): its partner earns the fee on payment.
     referral_id: Mapped[int | None] = mapped_column(ForeignKey("referrals.id"), index=True)
 
@@ -185,6 +188,13 @@ def stamp_milestones(billing_record, status, old, initiator):
         if status in statuses and getattr(billing_record, column) is None:
             now = now or utcnow()
             setattr(billing_record, column, now)
+
+
+@event.listens_for(BillingRecord, "before_insert")
+def copy_work_completed_at(mapper, connection, billing_record):
+    job = inspect(billing_record).attrs.job.loaded_value  # the job in memory, never a query mid-flush
+    if billing_record.work_completed_at is None and isinstance(job, db.Model):
+        billing_record.work_completed_at = job.completed_at
 
 
 class BillingBatch(LeasedWork, db.Model):

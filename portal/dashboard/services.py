@@ -298,7 +298,8 @@ class Lag:
 
 def seconds_between(start, end):
     if db.engine.dialect.name == "postgresql":
-        return func.extract("epoch", end - start)
+        # date_part gives a float; EXTRACT gives a numeric, which sorts several times slower in percentile_cont.
+        return func.date_part("epoch", end - start)
     return (func.julianday(end) - func.julianday(start)) * 86400.0
 
 
@@ -306,8 +307,6 @@ def lag(start, end, where):
     """Median and p90 of end − start over the matching rows: percentile_cont on PostgreSQL, ordered reads elsewhere."""
     seconds = seconds_between(start, end)
     base = select(R).where(start.is_not(None), end.is_not(None), *where)
-    if Job.__table__ in (start.table, end.table):
-        base = base.join(Job, Job.id == R.job_id)
     if db.engine.dialect.name == "postgresql":
         # One ordered-set aggregate with an array of fractions: one sort for both percentiles.
         count, values = db.session.execute(base.with_only_columns(
@@ -336,7 +335,7 @@ def billing_lags(period, scope):
     scoped = scope.conditions(R.job_id)
     flows = flow_figures(period)  # the same records as the Invoiced and Paid figures, which the lags link to
     return {
-        "completion_to_sent": lag(Job.completed_at, R.sent_at, [flows["invoiced"][0], *scoped]),
+        "completion_to_sent": lag(R.work_completed_at, R.sent_at, [flows["invoiced"][0], *scoped]),
         "sent_to_paid": lag(R.sent_at, R.paid_at, [flows["paid"][0], *scoped]),
     }
 
@@ -376,11 +375,12 @@ def trend(period, scope):
     billed_bucket = bucket_index(R.sent_at, edges).label("bucket")
     paid_bucket = bucket_index(R.paid_at, edges).label("bucket")
     scoped = scope.conditions(R.job_id)
+    flows = flow_figures(period)  # the same records as the Invoiced and Paid figures: the bars add up to them
     query = union_all(
         select(literal("billed").label("series"), billed_bucket, R.currency, func.sum(R.total).label("amount"))
-        .where(in_period(R.sent_at, period), *scoped).group_by(billed_bucket, R.currency),
+        .where(flows["invoiced"][0], *scoped).group_by(billed_bucket, R.currency),
         select(literal("collected").label("series"), paid_bucket, R.currency, func.sum(R.amount_paid).label("amount"))
-        .where(in_period(R.paid_at, period), *scoped).group_by(paid_bucket, R.currency),
+        .where(flows["paid"][0], *scoped).group_by(paid_bucket, R.currency),
     )
     points = [TrendPoint(day) for day in starts]
     for series, bucket, currency, amount in db.session.execute(query):

@@ -65,8 +65,8 @@ def plan_job(job_id, rng, now, clients, crew):
     completed_at = now - timedelta(days=rng.uniform(0, HISTORY_DAYS))
     total = rng.randrange(50, 1500) * 100 + rng.choice((0, 50, 95))
     plan = {"job": {"completed_at": None, "id": job_id, "number": f"J-{job_id:05d}", "client_id": rng.choice(clients),
-                    "scope": "Service visit", "currency": "usd", "created_at": completed_at - timedelta(days=3),
-                    "scheduled_start": completed_at - timedelta(hours=2)},
+                    "scope": "Service visit", "currency": "usd", "lines_total": total,
+                    "created_at": completed_at - timedelta(days=3), "scheduled_start": completed_at - timedelta(hours=2)},
             "crew": rng.choice(crew), "total": total, "record": None}
     roll = rng.random()
     if roll < 0.04:  # booked, not done yet
@@ -76,7 +76,7 @@ def plan_job(job_id, rng, now, clients, crew):
     plan["job"].update(work_status=WorkStatus.COMPLETED, completed_at=completed_at)
     sent_at = completed_at + timedelta(hours=rng.expovariate(1 / 30))
     record = {"job_id": job_id, "kind": RecordKind.INVOICE, "live": True, "currency": "usd", "subtotal": total,
-              "total": total, "created_at": completed_at, "auto_send": True}
+              "total": total, "created_at": completed_at, "work_completed_at": completed_at, "auto_send": True}
     if roll < 0.06 or sent_at > now:
         status, record = (S.FAILED, None) if roll < 0.05 else (S.DRAFT, {**record, "status": S.DRAFT})
     else:

@@ -2,9 +2,10 @@
 import enum
 from decimal import Decimal
 
-from sqlalchemy import Column, Enum, ForeignKey, Numeric, String, Table, Text, UniqueConstraint
+from sqlalchemy import Column, Enum, ForeignKey, Index, Numeric, String, Table, Text, UniqueConstraint
 from sqlalchemy import event
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm.attributes import get_history
 
 from portal.billing.models import BillingStatus
 from portal.extensions import db
@@ -32,7 +33,12 @@ job_assignments = Table(
 
 class Job(db.Model):
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("client_id", "external_ref", name="uq_jobs_client_external_ref"),)
+    __table_args__ = (
+        UniqueConstraint("client_id", "external_ref", name="uq_jobs_client_external_ref"),
+        # A status, then board order: the board reads each column's first cards in order and stops.
+        Index("ix_jobs_work_status_place", "work_status", "scheduled_start", "id"),
+        Index("ix_jobs_billing_status_place", "billing_status", "scheduled_start", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str | None] = mapped_column(String(20), unique=True)
@@ -44,15 +50,16 @@ class Job(db.Model):
     scheduled_start = mapped_column(UTCDateTime, nullable=True, index=True)
     scheduled_end = mapped_column(UTCDateTime, nullable=True)
     currency: Mapped[str] = mapped_column(String(3), default="usd")
+    # Amount + tax of its lines in minor units, kept by sync_lines_total at every flush, so lists and the
+    # board sum one column instead of every line of every job.
+    lines_total: Mapped[int] = mapped_column(default=0, server_default="0")
     work_status: Mapped[WorkStatus] = mapped_column(
         Enum(WorkStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
         default=WorkStatus.SCHEDULED,
-        index=True,
     )
     billing_status: Mapped[BillingStatus] = mapped_column(
         Enum(BillingStatus, native_enum=False, length=24, values_callable=lambda e: [m.value for m in e]),
         default=BillingStatus.NOT_BILLED,
-        index=True,
     )
     no_charge_reason: Mapped[str | None] = mapped_column(Text)
     completed_at = mapped_column(UTCDateTime, nullable=True, index=True)
@@ -159,8 +166,20 @@ class JobLineItem(db.Model):
 def touch_jobs_on_child_changes(session, flush_context, instances):
     """A change to a job's items, photos, notes or crew is a change to the job (for `updated_since`)."""
     now = utcnow()
+    priced = set()
     for obj in list(session.new) + list(session.dirty) + list(session.deleted):
         if isinstance(obj, (JobLineItem, Photo, Note)) and obj.job is not None:
             obj.job.updated_at = now
+            if isinstance(obj, JobLineItem):
+                priced.add(obj.job)
         elif isinstance(obj, Job) and obj in session.dirty and session.is_modified(obj):
             obj.updated_at = now
+            if get_history(obj, "line_items").has_changes():  # a line taken off leaves no job on the line
+                priced.add(obj)
+    for job in priced:
+        sync_lines_total(job, session)
+
+
+def sync_lines_total(job, session):
+    """Set the job's stored total from its lines as they will be after this flush."""
+    job.lines_total = sum(item.amount + item.tax_amount for item in job.line_items if item not in session.deleted)
