@@ -99,6 +99,15 @@ def dispute_charge(charge_id):
         return json_response(render(sb, dispute, []))
 
 
+@bp.post("/disputes/<dispute_id>/close")
+def close_dispute(dispute_id):
+    """The bank's decision: {"outcome": "won" | "lost" | "warning_closed"}."""
+    sb = _sandbox()
+    with sb.lock:
+        dispute = payments.close_dispute(sb, dispute_id, str(_body().get("outcome", "won")))
+        return json_response(render(sb, dispute, []))
+
+
 @bp.post("/accounts/<account_id>/onboard")
 def onboard_account(account_id):
     """The partner completes onboarding, as the hosted page's button does (for scripts and the demo)."""

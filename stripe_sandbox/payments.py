@@ -550,6 +550,7 @@ def dispute_charge(sb, charge_id, reason):
         payment_method_details={"card": {"brand": "visa", "case_type": "chargeback", "network_reason_code": "10.4"},
                                 "type": "card"},
         reason=reason,
+        status="needs_response",
     )
     dispute["evidence_details"].update(due_by=now + 7 * DAY_SECONDS, has_evidence=False, past_due=False,
                                        submission_count=0)
@@ -558,6 +559,26 @@ def dispute_charge(sb, charge_id, reason):
     # The disputed amount leaves the platform balance at once, as with a real chargeback.
     sb.credit(charge["currency"], -charge["amount"])
     sb.emit("charge.dispute.created", dispute)
+    return dispute
+
+
+DISPUTE_OUTCOMES = ("won", "lost", "warning_closed")
+
+
+def close_dispute(sb, dispute_id, outcome):
+    """The bank decides a dispute; returns it. Won: the disputed amount comes back (funds_reinstated)."""
+    if outcome not in DISPUTE_OUTCOMES:
+        raise StripeError(f"Invalid outcome: must be one of {', '.join(DISPUTE_OUTCOMES)}", param="outcome")
+    dispute = sb.store.get("dispute", dispute_id)
+    if dispute["status"] in DISPUTE_OUTCOMES:
+        raise invalid_state(f"Dispute {dispute_id} is already closed ({dispute['status']}).")
+    previous = {"status": dispute["status"]}
+    dispute["status"] = outcome
+    dispute["is_charge_refundable"] = False
+    if outcome == "won":
+        sb.credit(dispute["currency"], dispute["amount"])
+        sb.emit("charge.dispute.funds_reinstated", dispute)
+    sb.emit("charge.dispute.closed", dispute, previous)
     return dispute
 
 

@@ -54,6 +54,8 @@ ARTIFACT = Path(__file__).resolve().parents[1] / "test-artifacts" / "money_flow_
 RETRIES = 3  # as BILLING_RETRY_SECONDS "1,1,2": RQ retries a failing task three times, then it is final
 DAYS_UNTIL_DUE = 7
 DAY = 24 * 3600
+WON = frozenset({"won", "warning_closed"})  # the bank's decisions that leave the money with us
+DECIDED = WON | {"lost"}
 STRIPE_TIMEOUT = 1.0  # a `hang` fault outlasts it: the client gives up while the sandbox still does the work
 HANG_SECONDS = 2
 # Bounded for CI; raise them locally for a longer hunt (MONEY_FLOW_EXAMPLES=200 MONEY_FLOW_STEPS=50).
@@ -99,10 +101,13 @@ RANKS = [{S.PENDING, S.FAILED}, {S.DRAFT}, {S.SENT}, {S.PROCESSING, S.PAYMENT_FA
 LEVEL = {status: level for level, statuses in enumerate(RANKS) for status in statuses}
 
 
-def may_follow(old, new):
-    """Whether a record may move from `old` to `new` by the documented precedence."""
+def may_follow(old, new, *, dispute_decided=False):
+    """Whether a record may move from `old` to `new` by the documented precedence (and its one refinement:
+    a dispute decided in our favour returns the record to paid, or partly refunded)."""
     if old == new:
         return True
+    if old == S.DISPUTED and new in (S.PAID, S.PARTIALLY_REFUNDED):
+        return dispute_decided
     if old == S.VOID:
         return False
     if old == S.UNCOLLECTIBLE:
@@ -453,15 +458,18 @@ def test_money_flow_model(money_flow):
             if options:
                 options[choice % len(options)]()
 
-        @rule(choice=st.integers(0, 10**6), pick=st.integers(0, 10**6), share=st.sampled_from([None, 1, 2, 3]))
-        def money_goes_back(self, choice, pick, share):
-            """A refund (all of what is left, or a part) or a dispute."""
+        @rule(choice=st.integers(0, 10**6), pick=st.integers(0, 10**6), share=st.sampled_from([None, 1, 2, 3]),
+              outcome=st.sampled_from(["won", "lost"]))
+        def money_goes_back(self, choice, pick, share, outcome):
+            """A refund (all of what is left, or a part), a dispute, or the bank's decision on one."""
             charges = self.refundable_charges()
             options = []
             if charges:
                 options.append(lambda: self.refund(pick, share))
             if any(c["amount_refunded"] == 0 for c in charges):
                 options.append(lambda: self.dispute(pick))
+            if self.open_disputes():
+                options.append(lambda: self.decide_dispute(pick, outcome))
             if options:
                 options[choice % len(options)]()
 
@@ -507,6 +515,15 @@ def test_money_flow_model(money_flow):
                 sandbox.control("POST", f"charges/{charges[pick % len(charges)]['id']}/dispute",
                                 {"reason": "fraudulent"})
                 FIGURES["disputes"] += 1
+
+        def open_disputes(self):
+            return sorted(d["id"] for d in self.objects("dispute") if d["status"] not in DECIDED)
+
+        def decide_dispute(self, pick, outcome):
+            disputes = self.open_disputes()
+            if disputes:
+                sandbox.control("POST", f"disputes/{disputes[pick % len(disputes)]}/close", {"outcome": outcome})
+                FIGURES[f"disputes {outcome}"] += 1
 
         def partner_finishes_onboarding(self):
             partner = db.session.get(Partner, self.partners["onboarding"])
@@ -687,11 +704,13 @@ def test_money_flow_model(money_flow):
         @invariant()
         def billing_status_only_moves_forward(self):
             rows = db.session.execute(select(BillingRecord.id, BillingRecord.status, BillingRecord.live,
-                                             Job.billing_status).join(Job, Job.id == BillingRecord.job_id)).all()
+                                             BillingRecord.dispute_closed_at, Job.billing_status)
+                                      .join(Job, Job.id == BillingRecord.job_id)).all()
             db.session.commit()
-            for record_id, status, live, job_status in rows:
+            for record_id, status, live, dispute_closed_at, job_status in rows:
                 seen = self.history.setdefault(record_id, [status])
-                assert may_follow(seen[-1], status), f"record {record_id}: {' → '.join(seen)} → {status}"
+                assert may_follow(seen[-1], status, dispute_decided=dispute_closed_at is not None), (
+                    f"record {record_id}: {' → '.join(seen)} → {status}")
                 if seen[-1] != status:
                     seen.append(status)
                 if live:
@@ -799,6 +818,8 @@ def test_money_flow_model(money_flow):
             sessions = self.objects("checkout.session")
             intents = {i["id"]: i for i in self.objects("payment_intent")}
             charges = {c["id"]: c for c in self.objects("charge")}
+            for dispute in self.objects("dispute"):
+                charges[dispute["charge"]]["dispute_status"] = dispute["status"]
             invoice_intents = {p["invoice"]: p["payment"]["payment_intent"] for p in self.objects("invoice_payment")}
             transfers = {t["metadata"]["payout_id"]: t for t in self.objects("transfer")}
             paid = self.paid_by_job()
@@ -849,7 +870,7 @@ def test_money_flow_model(money_flow):
                 return {S.REFUNDED}
             if charge["amount_refunded"]:
                 return {S.PARTIALLY_REFUNDED}
-            return {S.DISPUTED} if charge["disputed"] else {S.PAID}
+            return {S.DISPUTED} if charge["disputed"] and charge.get("dispute_status") not in WON else {S.PAID}
 
         def expected_invoice_status(self, invoice, intent, charge, now):
             if invoice["status"] == "paid":
@@ -887,7 +908,9 @@ def test_money_flow_model(money_flow):
             full_refund = refunded == charge["amount"]
             transfer = transfers.get(str(payout.id))
             assert (transfer["id"] if transfer else None) == payout.stripe_transfer_id
-            reverse_all = full_refund or (charge["disputed"] and partner.dispute_policy == DisputePolicy.REVERSE)
+            # Reversed when the dispute opened (reverse policy, whatever the bank decides later), or when it was lost.
+            reverse_all = full_refund or charge.get("dispute_status") == "lost" or (
+                charge["disputed"] and partner.dispute_policy == DisputePolicy.REVERSE)
             if reverse_all:
                 assert payout.amount_reversed == fee
                 assert payout.status == (PayoutStatus.REVERSED if transfer else PayoutStatus.CANCELLED)
@@ -901,7 +924,7 @@ def test_money_flow_model(money_flow):
                                              {PayoutStatus.PAID, PayoutStatus.CANCELLED, PayoutStatus.HELD,
                                               PayoutStatus.HELD_NO_ACCOUNT})
                     assert not transfer or transfer["amount"] == transfer["amount_reversed"]
-                elif charge["disputed"] and not transfer:
+                elif charge["disputed"] and charge.get("dispute_status") not in DECIDED and not transfer:
                     assert payout.status == PayoutStatus.HELD
                 elif partner.account_status != AccountStatus.READY:
                     assert payout.status == PayoutStatus.HELD_NO_ACCOUNT

@@ -152,6 +152,32 @@ def test_a_dispute_marks_the_job_disputed(synced, login, crew):
     synced.wait_for(lambda: status_of(job_id) == BillingStatus.DISPUTED, message="disputed")
 
 
+@pytest.mark.parametrize("outcome, final", [("won", BillingStatus.PAID), ("lost", BillingStatus.DISPUTED)])
+def test_a_dispute_decided_before_its_opening_arrives_keeps_the_decision(synced, login, crew, outcome, final):
+    job_id = billed_job(synced, login, crew, billing_mode="invoice")
+    invoice_id = invoice_id_of(job_id)
+    synced.sandbox.control("POST", f"invoices/{invoice_id}/pay", {"outcome": "card"})
+    synced.wait_for(lambda: status_of(job_id) == BillingStatus.PAID, message="paid")
+    synced.sandbox.control("POST", f"webhook_endpoints/{synced.endpoint_id}/chaos",
+                           {"drop_types": ["charge.dispute.created"]})
+    intent = synced.sandbox.client().v1.payment_intents.retrieve(payment_intent_of_invoice(synced, invoice_id))
+    dispute = synced.sandbox.control("POST", f"charges/{intent.latest_charge}/dispute", {"reason": "fraudulent"})
+    synced.sandbox.control("POST", f"disputes/{dispute['id']}/close", {"outcome": outcome})
+    settle_all(synced)
+    assert status_of(job_id) == final
+
+    events = synced.sandbox.control("GET", "objects/event")["data"]
+    (opened,) = [e for e in events if e["type"] == "charge.dispute.created"]
+    (decided,) = [e for e in events if e["type"] == "charge.dispute.closed"]
+    assert deliver_concurrently(synced, opened, copies=1) == [200]
+    assert deliver_concurrently(synced, decided, copies=1) == [200]  # a redelivery: already stored, nothing new
+    settle_all(synced)
+    assert status_of(job_id) == final
+    ignored = webhook_entries(job_id, "payments.event_ignored")
+    assert [entry.detail["reason"] for entry in ignored] == ["dispute already decided"]
+    assert len(webhook_entries(job_id, f"billing.dispute_{outcome}")) == 1
+
+
 def test_twenty_concurrent_deliveries_of_one_event_make_one_transition(synced, login, crew):
     job_id = billed_job(synced, login, crew, billing_mode="invoice")
     synced.sandbox.control("POST", f"webhook_endpoints/{synced.endpoint_id}/chaos", {"drop_types": ["invoice.paid"]})

@@ -401,6 +401,52 @@ def test_a_dispute_with_the_hold_policy_keeps_a_held_payout_and_leaves_a_paid_on
     assert reversal_amounts(synced, payout.stripe_transfer_id) == []
 
 
+def dispute_then_decide(stack, job_id, charge_id, outcome):
+    dispute = stack.sandbox.control("POST", f"charges/{charge_id}/dispute", {"reason": "fraudulent"})
+    stack.wait_for(lambda: live_record(job_id).status == BillingStatus.DISPUTED, message="disputed")
+    settle_all(stack)
+    stack.sandbox.control("POST", f"disputes/{dispute['id']}/close", {"outcome": outcome})
+    settle_all(stack)
+    db.session.expire_all()
+
+
+def test_a_won_dispute_pays_the_job_again_and_lets_the_held_fee_go(synced, login, crew):
+    partner = ready_partner(synced, hold_days=2)
+    job_id = billed_job(synced, login, crew, partner)
+    charge_id = pay(synced, job_id)
+    synced.wait_for(status_is(job_id, PayoutStatus.HELD), message="held for the hold period")
+    dispute_then_decide(synced, job_id, charge_id, "won")
+
+    assert live_record(job_id).status == BillingStatus.PAID
+    assert db.session.get(Job, job_id).billing_status == BillingStatus.PAID
+    assert payout_of(job_id).status == PayoutStatus.HELD  # the hold period still runs
+    assert [p.id for p in release_due_payouts(now=utcnow() + timedelta(days=3))] == [payout_of(job_id).id]
+    synced.wait_for(status_is(job_id, PayoutStatus.PAID), message="transferred once the hold ended")
+    assert [t.amount for t in transfers(synced)] == [FEE]
+    actions = db.session.scalars(select(AuditEntry.action).where(AuditEntry.job_id == job_id)).all()
+    assert "billing.dispute_won" in actions
+
+
+def test_a_lost_dispute_takes_the_fee_back_before_or_after_its_transfer(synced, login, crew):
+    held_partner = ready_partner(synced, name="Holding Partner", hold_days=2)
+    held_job = billed_job(synced, login, crew, held_partner)
+    held_charge = pay(synced, held_job)
+    synced.wait_for(status_is(held_job, PayoutStatus.HELD), message="held")
+    dispute_then_decide(synced, held_job, held_charge, "lost")
+    assert payout_of(held_job).status == PayoutStatus.CANCELLED and transfers(synced) == []
+
+    paid_partner = ready_partner(synced, name="Paid Partner")
+    paid_job = billed_job(synced, login, crew, paid_partner)
+    paid_charge = pay(synced, paid_job)
+    synced.wait_for(status_is(paid_job, PayoutStatus.PAID), message="transferred")
+    dispute_then_decide(synced, paid_job, paid_charge, "lost")
+    payout = payout_of(paid_job)
+    assert (payout.status, payout.amount_reversed) == (PayoutStatus.REVERSED, FEE)
+    assert reversal_amounts(synced, payout.stripe_transfer_id) == [FEE]
+    for job_id in (held_job, paid_job):
+        assert live_record(job_id).status == BillingStatus.DISPUTED  # the money is gone for good
+
+
 def test_cli_retry_failed_and_release(app):
     """`flask referrals retry --failed` queues failed payouts again; `release` moves ended holds on."""
     client_row = factories.client()

@@ -1,5 +1,5 @@
 """board and dashboard speed: each job's stored lines total, status indexes in board order, and each
-billing record's copy of its job's completion time
+billing record's copy of its job's completion time; when a record's dispute was decided
 
 Revision ID: 3f6a1c2b7d06
 Revises: 3f6a1c2b7d05
@@ -30,12 +30,14 @@ def upgrade():
                '(SELECT SUM(amount + tax_amount) FROM job_line_items WHERE job_line_items.job_id = jobs.id), 0)')
     with op.batch_alter_table('billing_records', schema=None) as batch_op:
         batch_op.add_column(sa.Column('work_completed_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('dispute_closed_at', portal.timeutil.UTCDateTime(timezone=True), nullable=True))
     op.execute('UPDATE billing_records SET work_completed_at = '
                '(SELECT completed_at FROM jobs WHERE jobs.id = billing_records.job_id)')
 
 
 def downgrade():
     with op.batch_alter_table('billing_records', schema=None) as batch_op:
+        batch_op.drop_column('dispute_closed_at')
         batch_op.drop_column('work_completed_at')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_billing_status_place')

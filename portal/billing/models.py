@@ -159,6 +159,9 @@ class BillingRecord(db.Model):
     # When the job's work was completed, as it stood when this record was opened (set on insert, below):
     # the start of the dashboard's completion → sent lag, read without joining every job.
     work_completed_at = mapped_column(UTCDateTime, nullable=True)
+    # When the bank decided a dispute on this payment (`charge.dispute.closed`): an older "dispute opened"
+    # delivered after it is ignored, and a redelivered decision does nothing twice.
+    dispute_closed_at = mapped_column(UTCDateTime, nullable=True)
     # The referral in force when the job was billed (issue 6): its partner earns the fee on payment.
     referral_id: Mapped[int | None] = mapped_column(ForeignKey("referrals.id"), index=True)
 

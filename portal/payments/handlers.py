@@ -3,10 +3,12 @@
 A handler finds the records (by our metadata, then by the Stripe ids we stored), locks them,
 and hands sync.apply_change the status the event implies; precedence decides.
 """
+from portal.audit.services import record
 from portal.billing.models import BillingStatus as S
 from portal.billing.pipeline import RECORD_METADATA_KEY
-from portal.payments.sync import (Change, Verdict, apply_change, confirms_payment, current_invoice_change,
-                                  current_link_change, fill_amount_paid, from_unix, invoice_change, lock_records)
+from portal.payments.sync import (Change, Verdict, apply_change, close_dispute, confirms_payment,
+                                  current_invoice_change, current_link_change, dispute_already_decided,
+                                  fill_amount_paid, from_unix, invoice_change, lock_records)
 from portal.timeutil import utcnow
 
 HANDLERS = {}
@@ -157,12 +159,36 @@ def on_charge_refunded(event, *, by):
 def on_dispute_created(event, *, by):
     dispute = event["data"]["object"]
     records, invoice_id = records_for_payment(dispute.get("payment_intent"), dispute)
-    change = Change(status=S.DISPUTED, at=from_unix(event["created"]))
+    opened_at = from_unix(event["created"])
+    decided = [r for r in records if dispute_already_decided(r, opened_at)]
+    for billing_record in decided:  # delivered after the bank's decision: the decision stands
+        record(by, "payments.event_ignored", billing_record, job=billing_record.job, field="status",
+               old=billing_record.status, new=S.DISPUTED,
+               detail={"record_id": billing_record.id, "reason": "dispute already decided"})
+    records = [r for r in records if r not in decided]
+    change = Change(status=S.DISPUTED, at=opened_at)
     results = apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
     from portal.referrals.settlement import on_dispute
 
     for billing_record, _ in results:
         on_dispute(billing_record, event_id=by.ref)  # hold or reverse, per the partner's policy (issue 6)
+    return results + [(billing_record, Verdict.OLDER) for billing_record in decided]
+
+
+@handles("charge.dispute.closed")
+def on_dispute_closed(event, *, by):
+    """The bank decided: won (or an inquiry closed) keeps the money, lost takes it; the partner's fee follows."""
+    dispute = event["data"]["object"]
+    won = dispute.get("status") in ("won", "warning_closed")
+    records, _ = records_for_payment(dispute.get("payment_intent"), dispute)
+    from portal.referrals.settlement import on_dispute_decided
+
+    results = []
+    for billing_record in records:
+        verdict = close_dispute(billing_record, won=won, at=from_unix(event["created"]), by=by)
+        if verdict == Verdict.APPLY or not won:
+            on_dispute_decided(billing_record, won=won, event_id=by.ref)
+        results.append((billing_record, verdict))
     return results
 
 

@@ -98,8 +98,6 @@ def apply_change(billing_record, change, *, by, note_ignored=True):
     Every change goes through move_record, so the job mirrors it and Job.updated_at (the
     board's version) moves.
     """
-    from portal.billing.pipeline import move_record
-
     refresh_details(billing_record, change)
     # Amounts are facts whatever the status precedence says (a refund processed before the payment still paid).
     update_amounts(billing_record, change)
@@ -118,13 +116,52 @@ def apply_change(billing_record, change, *, by, note_ignored=True):
         from portal.billing.services import close_record
 
         close_record(billing_record, S.VOID, by=by, reason="Voided in Stripe")
-    elif billing_record.live:
-        move_record(billing_record, change.status, commit=False, by=by)
-    else:  # a closed record keeps its history; the job follows its live record, not this one
-        record(by, "billing.record_status", billing_record, job=billing_record.job, field="status",
-               old=billing_record.status, new=change.status, detail={"record_id": billing_record.id})
-        billing_record.status = change.status
+    else:
+        set_status(billing_record, change.status, by=by)
     return verdict
+
+
+def set_status(billing_record, status, *, by):
+    """Move the record; the job mirrors a live record only (a closed one keeps its history)."""
+    from portal.billing.pipeline import move_record
+
+    if billing_record.live:
+        move_record(billing_record, status, commit=False, by=by)
+        return
+    record(by, "billing.record_status", billing_record, job=billing_record.job, field="status",
+           old=billing_record.status, new=status, detail={"record_id": billing_record.id})
+    billing_record.status = status
+
+
+def close_dispute(billing_record, *, won, at, by):
+    """The bank decided the dispute on this locked record; returns the verdict.
+
+    Won (or an inquiry closed): the payment stands, and a disputed record returns to paid, or partly
+    refunded: the one move down in rank (docs/architecture.md refines billing-states.md here). Lost: the
+    money is gone and the record ends disputed, even when the decision arrives before the opening.
+    """
+    if billing_record.dispute_closed_at is not None:
+        return Verdict.SAME  # a redelivered decision
+    billing_record.dispute_closed_at = at
+    record(by, "billing.dispute_won" if won else "billing.dispute_lost", billing_record, job=billing_record.job,
+           detail={"record_id": billing_record.id, "status": billing_record.status.value})
+    if won:
+        if billing_record.status != S.DISPUTED:
+            return Verdict.SAME
+        target = S.PARTIALLY_REFUNDED if billing_record.amount_refunded else S.PAID
+    else:
+        target = S.DISPUTED
+        if judge(billing_record.status, target, event_at=at, last_event_at=billing_record.last_event_at) not in (
+                Verdict.APPLY, Verdict.TIE):
+            return Verdict.SAME
+    billing_record.last_event_at = at
+    set_status(billing_record, target, by=by)
+    return Verdict.APPLY
+
+
+def dispute_already_decided(billing_record, opened_at):
+    """Whether a "dispute opened" event is older than the decision this record already has."""
+    return billing_record.dispute_closed_at is not None and opened_at <= billing_record.dispute_closed_at
 
 
 def update_amounts(billing_record, change):

@@ -27,7 +27,7 @@ class FeeBase(str, enum.Enum):
 
 
 class DisputePolicy(str, enum.Enum):
-    HOLD = "hold"  # an unpaid payout waits; a paid one stays until the dispute is lost (refund)
+    HOLD = "hold"  # an unpaid payout waits; a paid one stays unless the dispute is lost (then reversed)
     REVERSE = "reverse"  # reverse the transfer (or cancel the payout) as soon as a dispute opens
 
 

@@ -432,6 +432,19 @@ def on_dispute(billing_record, *, event_id):
                    detail={"payout_id": payout.id, "status": payout.status.value})
 
 
+def on_dispute_decided(billing_record, *, won, event_id):
+    """The bank decided. Won: a payout held for the dispute goes on (a hold period or a missing account still
+    holds it). Lost: the money is gone, so the fee is too: cancelled before transfer, reversed after."""
+    by = event_actor(event_id, f"referral fee on dispute {'won' if won else 'lost'}")
+    for payout in lock_payouts_of(billing_record):
+        if payout.status in CLOSED:
+            continue  # reversed when the dispute opened (reverse policy): a win does not pay it again
+        if not won:
+            reverse_to(payout, payout.amount, reason="dispute-lost", by=by, cancel=True)
+        elif payout.status == PayoutStatus.HELD:
+            route(payout, by=by)
+
+
 def reverse_to(payout, target, *, reason, by, cancel=False):
     """Bring the payout's reversed total up to `target`: a Stripe reversal if transferred, else a smaller payout."""
     if payout.stripe_transfer_id is None and payout.attempts > 0:

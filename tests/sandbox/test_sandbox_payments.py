@@ -131,3 +131,26 @@ def test_dispute_creates_a_dispute_event(stripe_sandbox):
     event = client.v1.events.list(params={"type": "charge.dispute.created"}).data[0]
     assert event.data.object.object == "dispute" and event.data.object.id == dispute["id"]
     assert client.v1.charges.retrieve(charge.id).disputed is True
+
+
+def test_closing_a_dispute_sends_its_outcome_and_a_win_reinstates_the_funds(stripe_sandbox):
+    client = stripe_sandbox.client()
+    won_charge, lost_charge = paid_charge(stripe_sandbox, client, 4000), paid_charge(stripe_sandbox, client, 3000)
+    won = stripe_sandbox.control("POST", f"charges/{won_charge.id}/dispute", {"reason": "fraudulent"})
+    lost = stripe_sandbox.control("POST", f"charges/{lost_charge.id}/dispute", {"reason": "fraudulent"})
+    assert won["status"] == "needs_response"
+    before = client.v1.balance.retrieve().available[0].amount
+
+    assert stripe_sandbox.control("POST", f"disputes/{won['id']}/close", {"outcome": "won"})["status"] == "won"
+    stripe_sandbox.control("POST", f"disputes/{lost['id']}/close", {"outcome": "lost"})
+
+    assert client.v1.balance.retrieve().available[0].amount == before + 4000  # only the won amount comes back
+    closed = client.v1.events.list(params={"type": "charge.dispute.closed"}).data
+    assert [(event.data.object.id, event.data.object.status) for event in closed] == [
+        (lost["id"], "lost"), (won["id"], "won")]
+    reinstated = client.v1.events.list(params={"type": "charge.dispute.funds_reinstated"}).data
+    assert [event.data.object.id for event in reinstated] == [won["id"]]
+    assert client.v1.disputes.retrieve(lost["id"]).status == "lost"
+    with pytest.raises(SandboxControlError) as again:
+        stripe_sandbox.control("POST", f"disputes/{won['id']}/close", {"outcome": "lost"})
+    assert again.value.status == 400 and "already closed" in again.value.body["error"]["message"]
