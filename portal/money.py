@@ -78,6 +78,19 @@ def totals_for(lines, currency):
     return Totals(sum(line.amount for line in lines), sum(line.tax_amount for line in lines), currency)
 
 
+def spread(amount, weights):
+    """Split `amount` minor units over `weights` in proportion: each part is its floor share, and the cents
+    left over go to the largest remainders (ties to the earlier weight). The parts add up to `amount`."""
+    total = sum(weights)
+    if amount <= 0 or total <= 0:
+        return [0] * len(weights)
+    parts = [amount * weight // total for weight in weights]
+    remainders = sorted(range(len(weights)), key=lambda i: (-(amount * weights[i] % total), i))
+    for i in remainders[:amount - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
 def format_money(amount, currency="usd"):
     """`$1,234.56`-style display of minor units; never used for arithmetic."""
     exponent = CURRENCY_EXPONENTS.get(currency.lower(), 2)

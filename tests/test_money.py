@@ -3,7 +3,8 @@ from decimal import Decimal
 
 import pytest
 
-from portal.money import MoneyError, format_money, line_amount, line_tax, parse_amount, parse_major_amount, parse_quantity
+from portal.money import (MoneyError, format_money, line_amount, line_tax, parse_amount, parse_major_amount,
+                          parse_quantity, spread)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +50,17 @@ def test_typed_dollars_become_cents_without_floats():
 def test_format_money():
     assert format_money(123456, "usd") == "$1,234.56"
     assert format_money(500, "jpy") == "500 JPY"
+
+
+@pytest.mark.parametrize("amount, weights, expected", [
+    (1000, [3000, 7000], [300, 700]),  # exact
+    (100, [1, 1, 1], [34, 33, 33]),  # a cent left over goes to the earlier of equal remainders
+    (1, [5000, 5000], [1, 0]),
+    (999, [1, 2], [333, 666]),
+    (1000, [2999, 7001], [300, 700]),  # 299.9 and 700.1: the larger remainder takes the cent
+    (0, [10, 20], [0, 0]),
+    (50, [0, 20], [0, 50]),  # nothing left to refund on the first: all on the second
+])
+def test_spread_splits_in_proportion_and_adds_up(amount, weights, expected):
+    assert spread(amount, weights) == expected
+    assert sum(spread(amount, weights)) == (amount if sum(weights) else 0)

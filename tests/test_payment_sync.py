@@ -142,6 +142,41 @@ def test_refunds_partial_then_full_and_a_dispute(synced, login, crew):
     assert live_record(job_id).amount_refunded == TOTAL
 
 
+def test_a_refund_of_a_batch_invoice_is_spread_over_its_jobs(synced, login, crew):
+    from datetime import timedelta
+
+    from portal.audit.services import Actor
+    from portal.billing.services import run_batches
+    from portal.timeutil import utcnow
+
+    client_row = factories.client(send_mode="auto", billing_mode="invoice", batching="weekly")
+    small, large = (factories.job(client_row, crew=[crew], items=[("Labor", "1", amount)]) for amount in (10000, 30000))
+    for job in (small, large):
+        assert login(crew).post_form(f"/crew/jobs/{job.id}/complete").status_code == 303
+    synced.wait_for(lambda: {status_of(small.id), status_of(large.id)} == {BillingStatus.READY_TO_BILL},
+                    message="both waiting for the batch")
+    run_batches(by=Actor.system("tests"), now=utcnow() + timedelta(days=7))
+    synced.wait_for(lambda: {status_of(small.id), status_of(large.id)} == {BillingStatus.SENT}, message="one invoice")
+    invoice_id = invoice_id_of(small.id)
+    assert invoice_id_of(large.id) == invoice_id
+    synced.sandbox.control("POST", f"invoices/{invoice_id}/pay", {"outcome": "card"})
+    synced.wait_for(lambda: status_of(small.id) == status_of(large.id) == BillingStatus.PAID, message="paid")
+    stripe_client = synced.sandbox.client()
+    charge = stripe_client.v1.payment_intents.retrieve(payment_intent_of_invoice(synced, invoice_id)).latest_charge
+
+    def refunds():
+        settle_all(synced)
+        db.session.expire_all()
+        return [(live_record(job.id).amount_refunded, status_of(job.id)) for job in (small, large)]
+
+    stripe_client.v1.refunds.create(params={"charge": charge, "amount": 1})  # a quarter and three quarters of a cent
+    assert refunds() == [(0, BillingStatus.PAID), (1, BillingStatus.PARTIALLY_REFUNDED)]
+    stripe_client.v1.refunds.create(params={"charge": charge, "amount": 9999})  # a quarter of the invoice in all
+    assert refunds() == [(2500, BillingStatus.PARTIALLY_REFUNDED), (7500, BillingStatus.PARTIALLY_REFUNDED)]
+    stripe_client.v1.refunds.create(params={"charge": charge})
+    assert refunds() == [(10000, BillingStatus.REFUNDED), (30000, BillingStatus.REFUNDED)]
+
+
 def test_a_dispute_marks_the_job_disputed(synced, login, crew):
     job_id = billed_job(synced, login, crew, billing_mode="invoice")
     invoice_id = invoice_id_of(job_id)

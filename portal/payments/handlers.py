@@ -6,6 +6,7 @@ and hands sync.apply_change the status the event implies; precedence decides.
 from portal.audit.services import record
 from portal.billing.models import BillingStatus as S
 from portal.billing.pipeline import RECORD_METADATA_KEY
+from portal.money import spread
 from portal.payments.sync import (Change, Verdict, apply_change, close_dispute, confirms_payment,
                                   current_invoice_change, current_link_change, dispute_already_decided,
                                   fill_amount_paid, from_unix, invoice_change, lock_records)
@@ -142,17 +143,38 @@ def on_charge_refunded(event, *, by):
     charge = event["data"]["object"]
     records, invoice_id = records_for_payment(charge.get("payment_intent"), charge)
     refunded, amount = charge.get("amount_refunded") or 0, charge.get("amount") or 0
-    status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
-    # A batch invoice's refund is not attributable to one job: the records take the status, not the amount.
-    single = len(records) == 1
-    change = Change(status=status, at=from_unix(event["created"]), amount_paid=amount if single else None,
-                    amount_refunded=refunded if single else None)
-    results = apply_to_all(records, change, by=by, reread=payment_reread(records, invoice_id))
+    at, reread = from_unix(event["created"]), payment_reread(records, invoice_id)
+    if len(records) == 1:
+        status = S.REFUNDED if refunded >= amount else S.PARTIALLY_REFUNDED
+        changes = [(records[0], Change(status=status, at=at, amount_paid=amount, amount_refunded=refunded))]
+    else:
+        changes = batch_refund_changes(records, refunded, at)
+    results = []
+    for billing_record, change in changes:
+        results += apply_to_all([billing_record], change, by=by, reread=reread)
     from portal.referrals.settlement import on_refund
 
     for billing_record, _ in results:
         on_refund(billing_record, event_id=by.ref)  # the partner's fee follows the money back (issue 6)
     return results
+
+
+def batch_refund_changes(records, refunded, at):
+    """A batch invoice's refund names no job: what it adds to the refunds we know is spread over the jobs in
+    proportion to what each has left to refund (money.spread), so each job's refund only grows and the jobs'
+    refunds add up to Stripe's. A job whose share is still nothing keeps its status."""
+    paid = [billing_record.amount_paid or billing_record.total for billing_record in records]
+    room = [paid_here - billing_record.amount_refunded for paid_here, billing_record in zip(paid, records)]
+    known = sum(billing_record.amount_refunded for billing_record in records)
+    shares = spread(min(refunded - known, sum(room)), room)
+    changes = []
+    for billing_record, paid_here, share in zip(records, paid, shares):
+        now_refunded = billing_record.amount_refunded + share
+        if now_refunded:
+            status = S.REFUNDED if now_refunded >= paid_here else S.PARTIALLY_REFUNDED
+            changes.append((billing_record, Change(status=status, at=at, amount_paid=paid_here,
+                                                   amount_refunded=now_refunded)))
+    return changes
 
 
 @handles("charge.dispute.created")

@@ -412,7 +412,7 @@ def on_refund(billing_record, *, event_id):
             continue
         refunded = payout.amount_paid if full else billing_record.amount_refunded
         if refunded <= 0:
-            continue  # a batch invoice's partial refund names no job: the office decides
+            continue  # nothing of this job's payment went back (yet)
         target = reversal_target(payout.amount, refunded=refunded, paid=payout.amount_paid)
         reverse_to(payout, target, reason="refund", by=by, cancel=full)
 
