@@ -236,6 +236,27 @@ def test_mail_server_down_then_up_sends_the_step_once(db, smtp):
     assert run_days(smtp, due, [0, 0, 1]) == [0]
 
 
+def test_a_bounced_reminder_pauses_the_client_instead_of_bouncing_every_hour(db, smtp):
+    from portal.reminders.services import set_reminder_policy
+
+    client_row = factories.client(billing_emails=["gone@harbor.example"])
+    billed = billed_record(client_row)
+    due = due_on(billed.record, business_today() + timedelta(days=10))
+    smtp.refuse.add("gone@harbor.example")
+
+    summary = run_reminders(at(due, 9))
+    assert summary.sent == [] and "Reminders paused for" in summary.failed[0][1]
+    assert db.session.get(type(client_row), client_row.id).reminders_paused
+    assert len(audit("email.failed")) == 1 and len(audit("reminder.paused")) == 1
+    assert run_days(smtp, due, [0, 1, 7]) == [] and len(audit("email.failed")) == 1  # no retry every hour
+
+    client_row.billing_emails = ["ap@harbor.example"]  # the office fixes the address and resumes
+    set_reminder_policy(client_row, by=factories.system(), paused=False)
+    db.session.commit()
+    assert run_days(smtp, due, [7, 8]) == [7]  # the step due that day goes out once
+    assert smtp.envelopes[-1][1] == ["ap@harbor.example"]
+
+
 # --- What stops reminders ---------------------------------------------------------------------------------
 
 def test_payment_stops_the_reminders(db, smtp):

@@ -54,6 +54,10 @@ class MailRefused(Unprocessable):
     """The bill cannot be emailed until a person fixes something (no billing email, no pay link)."""
 
 
+class AddressesRefused(MailRefused):
+    """The mail server refused every billing address for good (5xx): sending again fails until they are fixed."""
+
+
 @dataclass
 class Thumbnail:
     cid: str  # Content-ID without angle brackets, as `cid:` URLs in the HTML use it
@@ -238,7 +242,7 @@ def transmit(smtp, message, sender, envelope_to):
         return smtp.send_message(message, from_addr=sender, to_addrs=envelope_to)
     except smtplib.SMTPRecipientsRefused as error:
         if all(code >= 500 for code, _ in error.recipients.values()):
-            raise MailRefused("The mail server refused every billing address: "
+            raise AddressesRefused("The mail server refused every billing address: "
                               + ", ".join(error.recipients)) from error
         raise MailUnavailable(f"The mail server deferred every recipient: {error.recipients}") from error
     except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError, smtplib.SMTPHeloError,

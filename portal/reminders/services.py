@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from portal.audit.services import Actor, record, record_changes
-from portal.billing.emails import (COLLECTABLE, Bill, MailRefused, MailUnavailable, bill_anchor, bill_subject,
-                                   claim_email, customer_message, deliver_claimed, job_summary, local_date,
+from portal.billing.emails import (COLLECTABLE, AddressesRefused, Bill, MailRefused, MailUnavailable, bill_anchor,
+                                   bill_subject, claim_email, customer_message, deliver_claimed, job_summary, local_date,
                                    mail_domain, pay_link_of, recipients_for, records_on_bill)
 from portal.billing.models import BillingRecord, CustomerEmail, EmailKind, RecordKind
 from portal.clients.models import Client
@@ -268,6 +268,10 @@ def run_reminders(now=None, *, dry_run=False, by=SCHEDULER):
             continue
         try:
             claim = send_step(anchor_id, step, today, by=by)
+        except AddressesRefused as refusal:  # every address bounced: the next hour's run would bounce again
+            client = pause_for_refused_addresses(anchor_id, by=by)
+            summary.failed.append((anchor_id, f"{refusal.message} Reminders paused for {client.name}."))
+            continue
         except MailRefused as refusal:  # no billing email or no pay link: a person must fix the client or bill
             summary.skipped.append((anchor_id, refusal.message))
             continue
@@ -279,6 +283,17 @@ def run_reminders(now=None, *, dry_run=False, by=SCHEDULER):
         else:
             summary.sent.append((anchor_id, numbers, step))
     return summary
+
+
+def pause_for_refused_addresses(anchor_id, *, by):
+    """Pause the client's reminders (audited, shown on the client and job pages) until the office fixes its
+    billing emails and resumes them; the refusal itself is on the job's timeline (email.failed)."""
+    client = db.session.get(BillingRecord, anchor_id).job.client
+    set_reminder_policy(client, by=by, paused=True)
+    record(by, "reminder.paused", client, detail={"reason": "the mail server refused every billing address",
+                                                  "billing_emails": client.billing_emails})
+    db.session.commit()
+    return client
 
 
 def bill_numbers(anchor):
