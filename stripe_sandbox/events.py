@@ -29,8 +29,9 @@ class EventLog:
         self.events = {}
         self.awaiting = {}
 
-    def record(self, event_type, obj, *, created, previous=None, request=None, endpoint_ids=()):
-        """Append an event holding a snapshot of the object, addressed to the given endpoints."""
+    def record(self, event_type, obj, *, created, previous=None, request=None, endpoint_ids=(), account=None):
+        """Append an event holding a snapshot of the object, addressed to the given endpoints; `account` names the
+        connected account it happened on (a Connect event), as Stripe's `event.account` does."""
         data = {"object": copy.deepcopy(obj)}
         if previous:
             data["previous_attributes"] = copy.deepcopy(previous)
@@ -44,6 +45,8 @@ class EventLog:
             request=request or {"id": None, "idempotency_key": None},
             type=event_type,
         )
+        if account:
+            event["account"] = account
         self.events[event["id"]] = event
         self.awaiting[event["id"]] = set(endpoint_ids)
         return event

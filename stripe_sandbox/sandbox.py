@@ -49,6 +49,7 @@ class Sandbox:
     def _reset_ledgers(self):
         self.balance = {}
         self.endpoint_secrets = {}
+        self.endpoint_scopes = {}  # endpoint id → "account", "connect" or "both" (Stripe keeps it off the object)
         # What a PaymentIntent pays for: ("invoice", in_…) or ("checkout.session", cs_…).
         self.intent_purpose = {}
         self.invoice_intent = {}
@@ -63,16 +64,23 @@ class Sandbox:
     def _register_startup_endpoints(self):
         for startup in self.startup_endpoints:
             self.add_webhook_endpoint(startup.url, ["*"], secret=startup.secret, endpoint_id=startup.id,
-                                      description="Given on the command line")
+                                      description="Given on the command line", scope="both")
 
     # -- events
 
     def emit(self, event_type, obj, previous=None):
-        """Record an event for a state change and send it to every endpoint that wants it."""
+        """Record an event for a state change and send it to every endpoint that wants it.
+
+        A change to a connected account is a Connect event: it goes to Connect endpoints only, every other event
+        to account endpoints only, as in Stripe. Endpoints given on the command line get both, as `stripe listen`
+        forwards Connect events to its one URL by default.
+        """
+        account = obj["id"] if obj.get("object") == "account" else None
+        wanted = {"connect" if account else "account", "both"}
         endpoint_ids = [
             endpoint["id"]
             for endpoint in self.store.objects["webhook_endpoint"].values()
-            if subscribes_to(endpoint, event_type)
+            if subscribes_to(endpoint, event_type) and self.endpoint_scopes.get(endpoint["id"], "account") in wanted
         ]
         event = self.events.record(
             event_type,
@@ -81,6 +89,7 @@ class Sandbox:
             previous=previous,
             request=current_request.get(),
             endpoint_ids=endpoint_ids,
+            account=account,
         )
         self.deliverer.deliver(event, endpoint_ids)
         return event
@@ -88,8 +97,12 @@ class Sandbox:
     # -- webhook endpoints
 
     def add_webhook_endpoint(self, url, enabled_events, *, secret=None, endpoint_id=None, description=None,
-                             metadata=None, api_version=None):
-        """Create an endpoint that receives deliveries from now on; returns it and its signing secret."""
+                             metadata=None, api_version=None, scope="account"):
+        """Create an endpoint that receives deliveries from now on; returns it and its signing secret.
+
+        `scope`: "account" (events on the platform's own account), "connect" (events on connected accounts,
+        Stripe's `connect=true`), or "both" (the command line's endpoints).
+        """
         secret = secret or new_webhook_secret()
         endpoint = self.store.add(shaped(
             "webhook_endpoint",
@@ -103,6 +116,7 @@ class Sandbox:
             url=url,
         ))
         self.endpoint_secrets[endpoint["id"]] = secret
+        self.endpoint_scopes[endpoint["id"]] = scope
         self.deliverer.add_endpoint(endpoint["id"], url, secret)
         return endpoint, secret
 
@@ -110,6 +124,7 @@ class Sandbox:
         """Delete an endpoint; nothing more is delivered to it."""
         self.store.remove("webhook_endpoint", endpoint_id)
         self.endpoint_secrets.pop(endpoint_id, None)
+        self.endpoint_scopes.pop(endpoint_id, None)
         self.deliverer.remove_endpoint(endpoint_id)
 
     # -- money

@@ -1,4 +1,5 @@
 """The API's webhook endpoints and events."""
+from flask import request
 
 from stripe_sandbox.errors import resource_missing
 from stripe_sandbox.events import type_matches
@@ -14,6 +15,7 @@ def create_webhook_endpoint(sb, params):
         description=params.get("description") or None,
         metadata=params.get("metadata") or {},
         api_version=params.get("api_version"),
+        scope="connect" if params.get("connect") in (True, "true") else "account",
     )
     return dict(endpoint, secret=secret)
 
@@ -60,8 +62,12 @@ def retrieve_event(sb, params, id):
 
 
 def list_events(sb, params):
-    """GET /v1/events — `type` (with a trailing `*`), `types`, `created`, `delivery_success`."""
-    events = sb.events.newest_first()
+    """GET /v1/events — `type` (with a trailing `*`), `types`, `created`, `delivery_success`.
+
+    The platform's own events; those of a connected account only with its `Stripe-Account` header, as at Stripe.
+    """
+    account = request.headers.get("Stripe-Account")
+    events = [event for event in sb.events.newest_first() if event.get("account") == account]
     if "type" in params:
         events = [event for event in events if type_matches(params["type"], event["type"])]
     if "types" in params:

@@ -1,4 +1,6 @@
 """Reconciliation and `flask stripe …`: missed events recovered, drift repaired, setup idempotent."""
+import re
+
 from portal.audit.models import AuditEntry, Source
 from portal.billing.models import BillingStatus
 from portal.extensions import db
@@ -29,7 +31,7 @@ def test_reconcile_recovers_an_invoice_paid_the_sandbox_dropped(synced, login, c
     (entry,) = reconcile_entries(job_id)
     assert entry.new_value == "paid" and entry.actor_ref.startswith("evt_")
     again = app.test_cli_runner().invoke(args=["stripe", "reconcile"])
-    assert "0 missed event(s) processed, 0 bill(s) repaired." in again.output
+    assert "0 missed event(s) processed, 0 bill(s) repaired, 0 partner account(s) updated." in again.output
 
 
 def test_reconcile_repairs_an_open_link_whose_events_all_went_missing(synced, login, crew, app):
@@ -62,16 +64,52 @@ def test_reconcile_repairs_an_open_link_whose_events_all_went_missing(synced, lo
     assert entry.actor_ref == "reconcile"
 
 
-def test_stripe_setup_registers_the_handled_events_once(synced, app):
+def test_stripe_setup_registers_an_account_and_a_connect_endpoint_once(synced, app):
+    from portal.payments.handlers import ACCOUNT_EVENTS, CONNECT_EVENTS
+
     url = "https://closeout.example.com/webhooks/stripe"
     runner = app.test_cli_runner()
     first = runner.invoke(args=["stripe", "setup", "--url", url])
     assert first.exit_code == 0, first.output
-    assert "STRIPE_WEBHOOK_SECRET=whsec_" in first.output
+    assert re.search(r"STRIPE_WEBHOOK_SECRET=whsec_\w+,whsec_\w+", first.output)
     second = runner.invoke(args=["stripe", "setup", "--url", url])
-    assert "Already registered" in second.output and "whsec_" not in second.output
-    endpoints = [e for e in synced.sandbox.client().v1.webhook_endpoints.list().data if e.url == url]
-    assert len(endpoints) == 1 and sorted(endpoints[0].enabled_events) == sorted(HANDLED_EVENTS)
+    assert second.output.count("Already registered") == 2 and "whsec_" not in second.output
+    endpoints = {e.metadata["closeout_endpoint"]: e for e in synced.sandbox.client().v1.webhook_endpoints.list().data
+                 if e.url == url}
+    assert sorted(endpoints["account"].enabled_events) == sorted(ACCOUNT_EVENTS)
+    assert sorted(endpoints["connect"].enabled_events) == sorted(CONNECT_EVENTS) == ["account.updated"]
+
+
+def test_stripe_setup_splits_an_endpoint_registered_before_connect(synced, app):
+    from portal.payments.handlers import ACCOUNT_EVENTS
+
+    url = "https://closeout.example.com/webhooks/stripe"
+    old = synced.sandbox.client().v1.webhook_endpoints.create(params={"url": url,
+                                                                      "enabled_events": list(HANDLED_EVENTS)})
+    result = app.test_cli_runner().invoke(args=["stripe", "setup", "--url", url])
+    assert f"Updated the account endpoint {old.id}" in result.output
+    assert "Registered the connect endpoint" in result.output and "Add this secret" in result.output
+    refreshed = synced.sandbox.client().v1.webhook_endpoints.retrieve(old.id)
+    assert sorted(refreshed.enabled_events) == sorted(ACCOUNT_EVENTS)
+
+
+def test_reconcile_reads_partner_accounts_whose_connect_event_was_missed(synced, app):
+    from portal.audit.services import Actor
+    from portal.referrals.models import AccountStatus, Partner
+    from portal.referrals.settlement import start_onboarding
+    from tests.fixtures.referrals import partner_row
+
+    partner = partner_row(name="Quiet Partner")
+    start_onboarding(partner, by=Actor.system("tests"))
+    db.session.commit()
+    synced.sandbox.control("POST", f"accounts/{partner.stripe_account_id}/onboard")  # Connect event: not delivered
+    settle = synced.sandbox.drain(timeout=15)
+    assert settle and db.session.get(Partner, partner.id).account_status != AccountStatus.READY
+
+    result = app.test_cli_runner().invoke(args=["stripe", "reconcile"])
+    assert "partner Quiet Partner: payouts account onboarding → ready" in result.output, result.output
+    db.session.expire_all()
+    assert db.session.get(Partner, partner.id).account_status == AccountStatus.READY
 
 
 def test_stripe_replay_failed_sends_failed_events_back(synced, app):

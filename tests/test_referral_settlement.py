@@ -16,7 +16,7 @@ from portal.audit.services import Actor
 from portal.billing.models import BillingStatus
 from portal.extensions import db
 from portal.jobs.models import Job
-from portal.payments.handlers import HANDLED_EVENTS
+from portal.payments.handlers import ACCOUNT_EVENTS, CONNECT_EVENTS
 from portal.payments.models import EventStatus, WebhookEvent
 from portal.referrals.models import (AccountStatus, DisputePolicy, EntryKind, Partner, Payout, PayoutEntry,
                                      PayoutStatus)
@@ -36,10 +36,13 @@ OFFICE = Actor.system("tests")
 
 @pytest.fixture
 def synced(billing_stack, live_server):
-    """The billing stack with the sandbox delivering Closeout's events to the live app."""
-    endpoint = billing_stack.sandbox.client().v1.webhook_endpoints.create(
-        params={"url": live_server.url + "/webhooks/stripe", "enabled_events": list(HANDLED_EVENTS)})
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
+    """The billing stack with the sandbox delivering Closeout's events to the live app, through the two endpoints
+    `flask stripe setup` registers: the account's events, and the partners' connected accounts' (Connect)."""
+    url = live_server.url + "/webhooks/stripe"
+    endpoints = billing_stack.sandbox.client().v1.webhook_endpoints
+    endpoint = endpoints.create(params={"url": url, "enabled_events": list(ACCOUNT_EVENTS)})
+    connect = endpoints.create(params={"url": url, "enabled_events": list(CONNECT_EVENTS), "connect": True})
+    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = f"{endpoint.secret},{connect.secret}"
     billing_stack.endpoint_id = endpoint.id
     billing_stack.live_url = live_server.url
     yield billing_stack

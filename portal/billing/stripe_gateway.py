@@ -231,14 +231,20 @@ def list_webhook_endpoints():
     return list(call(client().v1.webhook_endpoints.list, params={"limit": 100}).auto_paging_iter())
 
 
-def create_webhook_endpoint(*, url, enabled_events, key):
-    params = {"url": url, "enabled_events": list(enabled_events), "description": "Closeout payment sync"}
+def create_webhook_endpoint(*, url, enabled_events, key, connect=False, metadata=None):
+    """An account endpoint, or with `connect` one for events on connected accounts (the partners')."""
+    params = {"url": url, "enabled_events": list(enabled_events), "description": "Closeout payment sync",
+              "metadata": metadata or {}}
+    if connect:
+        params["connect"] = True
     return call(client().v1.webhook_endpoints.create, params=params, options=_write(key))
 
 
-def update_webhook_endpoint(endpoint_id, *, enabled_events, key):
-    return call(client().v1.webhook_endpoints.update, endpoint_id, params={"enabled_events": list(enabled_events)},
-                options=_write(key))
+def update_webhook_endpoint(endpoint_id, *, enabled_events, key, metadata=None):
+    params = {"enabled_events": list(enabled_events)}
+    if metadata:
+        params["metadata"] = metadata
+    return call(client().v1.webhook_endpoints.update, endpoint_id, params=params, options=_write(key))
 
 
 def latest_payment_intent_for_invoice(invoice_id):

@@ -10,26 +10,44 @@ stripe_cli = AppGroup("stripe", help="Stripe payment sync: the webhook endpoint,
 @stripe_cli.command("setup")
 @click.option("--url", required=True, help="The public URL of /webhooks/stripe, e.g. https://…/webhooks/stripe")
 def setup_command(url):
-    """Register the webhook endpoint with exactly the events Closeout handles; running it again changes nothing."""
-    from portal.billing import stripe_gateway as gateway
-    from portal.payments.handlers import HANDLED_EVENTS
+    """Register the webhook endpoints with exactly the events Closeout handles; running it again changes nothing.
 
-    wanted = sorted(HANDLED_EVENTS)
-    for endpoint in gateway.list_webhook_endpoints():
-        if endpoint.url != url:
-            continue
-        if sorted(endpoint.enabled_events) == wanted:
-            click.echo(f"Already registered: {endpoint.id} for {url} with {len(wanted)} events.")
+    Two endpoints at the one URL: an account endpoint for billing and payment events, and a Connect endpoint
+    for `account.updated` of the partners' connected accounts, which Stripe sends to Connect endpoints only.
+    """
+    from portal.billing import stripe_gateway as gateway
+    from portal.payments.handlers import ACCOUNT_EVENTS, CONNECT_EVENTS
+
+    registered = gateway.list_webhook_endpoints()
+    new_secrets = []
+    for kind, events in (("account", ACCOUNT_EVENTS), ("connect", CONNECT_EVENTS)):
+        wanted, metadata = sorted(events), {"closeout_endpoint": kind}
+        # An endpoint from before there were two has no mark: it is the account endpoint.
+        found = [e for e in registered if e.url == url and (endpoint_mark(e) or "account") == kind]
+        if not found:
+            endpoint = gateway.create_webhook_endpoint(url=url, enabled_events=wanted, connect=kind == "connect",
+                                                       metadata=metadata, key=f"webhook-endpoint-{kind}-{url}")
+            click.echo(f"Registered the {kind} endpoint {endpoint.id} for {url} with {len(wanted)} events.")
+            new_secrets.append(endpoint.secret)
+        elif sorted(found[0].enabled_events) == wanted and endpoint_mark(found[0]):
+            click.echo(f"Already registered: the {kind} endpoint {found[0].id} with {len(wanted)} events.")
         else:
-            gateway.update_webhook_endpoint(endpoint.id, enabled_events=wanted,
-                                            key=f"webhook-endpoint-{endpoint.id}-events-{len(wanted)}")
-            click.echo(f"Updated {endpoint.id}: now exactly the {len(wanted)} events Closeout handles.")
-        click.echo("Stripe shows a signing secret only when an endpoint is created; keep the one you stored.")
-        return
-    endpoint = gateway.create_webhook_endpoint(url=url, enabled_events=wanted, key=f"webhook-endpoint-{url}")
-    click.echo(f"Registered {endpoint.id} for {url} with {len(wanted)} events.")
-    click.echo("Store this secret now; Stripe will not show it again:")
-    click.echo(f"STRIPE_WEBHOOK_SECRET={endpoint.secret}")
+            gateway.update_webhook_endpoint(found[0].id, enabled_events=wanted, metadata=metadata,
+                                            key=f"webhook-endpoint-{found[0].id}-{kind}-{len(wanted)}")
+            click.echo(f"Updated the {kind} endpoint {found[0].id}: now exactly its {len(wanted)} events.")
+    if not new_secrets:
+        click.echo("Stripe shows a signing secret only when an endpoint is created; keep the ones you stored.")
+    elif len(new_secrets) == 2:
+        click.echo("Store these secrets now; Stripe will not show them again:")
+        click.echo(f"STRIPE_WEBHOOK_SECRET={','.join(new_secrets)}")
+    else:
+        click.echo("Add this secret to STRIPE_WEBHOOK_SECRET, after a comma, now; Stripe will not show it again:")
+        click.echo(new_secrets[0])
+
+
+def endpoint_mark(endpoint):
+    """Which of Closeout's endpoints this is ("account" or "connect"), from the metadata setup gave it."""
+    return (endpoint.metadata.to_dict() if endpoint.metadata else {}).get("closeout_endpoint")
 
 
 @stripe_cli.command("replay")

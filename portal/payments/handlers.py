@@ -222,5 +222,8 @@ def on_account_updated(event, *, by):
     return apply_account(event["data"]["object"], by=by)
 
 
-# The endpoint is registered with exactly these (`flask stripe setup`), and reconcile asks for them.
+# `flask stripe setup` registers exactly these, and reconcile asks for them. Events on the partners' connected
+# accounts reach only a Connect endpoint, so setup registers two: one for each list.
 HANDLED_EVENTS = tuple(sorted(HANDLERS))
+CONNECT_EVENTS = ("account.updated",)
+ACCOUNT_EVENTS = tuple(event_type for event_type in HANDLED_EVENTS if event_type not in CONNECT_EVENTS)

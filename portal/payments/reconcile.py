@@ -34,13 +34,20 @@ class Report:
 
     events_recovered: list = field(default_factory=list)  # (stripe event id, type, resulting status)
     repairs: list = field(default_factory=list)  # (job number, old status, new status)
+    accounts: list = field(default_factory=list)  # (partner name, old account status, new)
+    accounts_unread: list = field(default_factory=list)  # (partner name, why Stripe could not be read)
 
     def lines(self):
         for event_id, event_type, status in self.events_recovered:
             yield f"event {event_id} ({event_type}) was missing: {status}"
         for job_number, old, new in self.repairs:
             yield f"job {job_number}: {old} → {new} (Stripe's current state)"
-        yield f"{len(self.events_recovered)} missed event(s) processed, {len(self.repairs)} bill(s) repaired."
+        for partner_name, old, new in self.accounts:
+            yield f"partner {partner_name}: payouts account {old} → {new} (Stripe's current state)"
+        for partner_name, error in self.accounts_unread:
+            yield f"partner {partner_name}: payouts account not read ({error})"
+        yield (f"{len(self.events_recovered)} missed event(s) processed, {len(self.repairs)} bill(s) repaired, "
+               f"{len(self.accounts)} partner account(s) updated.")
 
     def summary(self):
         return {"events": [e[0] for e in self.events_recovered], "repairs": len(self.repairs)}
@@ -51,6 +58,7 @@ def reconcile():
     report = Report()
     recover_missed_events(report)
     repair_open_items(report)
+    refresh_partner_accounts(report)
     state = sync_state()
     state.last_reconciled_at = utcnow()
     db.session.commit()
@@ -113,4 +121,25 @@ def repair_open_items(report):
 
                     on_payment_confirmed(billing_record, event_id="reconcile")
                 report.repairs.append((billing_record.job.number, old.value, billing_record.status.value))
+        db.session.commit()
+
+
+def refresh_partner_accounts(report):
+    """Re-read every partner's connected account: a Connect event Stripe could not deliver is not in the
+    platform's event list, so this is how a missed "onboarding finished" (or "restricted") is caught."""
+    from portal.referrals.models import Partner
+    from portal.referrals.settlement import refresh_account
+
+    partners = db.session.scalars(select(Partner).where(Partner.stripe_account_id.is_not(None))
+                                  .order_by(Partner.id)).all()
+    for partner in partners:
+        old = partner.account_status
+        try:
+            refresh_account(partner, by=RECONCILE)
+        except (gateway.StripeUnavailable, gateway.StripeRefused) as error:  # the next run reads it again
+            db.session.rollback()
+            report.accounts_unread.append((partner.name, str(error)))
+            continue
+        if partner.account_status != old:
+            report.accounts.append((partner.name, old.value, partner.account_status.value))
         db.session.commit()

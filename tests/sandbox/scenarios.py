@@ -57,9 +57,13 @@ def paid_charge(sandbox, client, amount=5000):
     return client.v1.charges.retrieve(intent.latest_charge)
 
 
-def webhook_endpoint(client, receiver, enabled_events=("*",)):
-    """A webhook endpoint delivering to the receiver; returns it with its signing secret."""
-    return client.v1.webhook_endpoints.create(params={"url": receiver.url, "enabled_events": list(enabled_events)})
+def webhook_endpoint(client, receiver, enabled_events=("*",), connect=False):
+    """A webhook endpoint delivering to the receiver (a Connect one: events on connected accounts); returns it
+    with its signing secret."""
+    params = {"url": receiver.url, "enabled_events": list(enabled_events)}
+    if connect:
+        params["connect"] = True
+    return client.v1.webhook_endpoints.create(params=params)
 
 
 def event_types(client, **params):

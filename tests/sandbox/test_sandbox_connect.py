@@ -1,5 +1,6 @@
 """Connect: accounts, the platform balance, transfers and reversals."""
 
+import json
 import urllib.error
 import urllib.request
 
@@ -66,7 +67,7 @@ def no_redirect_post(url):
 
 def test_account_link_onboarding_page_enables_the_account_and_returns(stripe_sandbox, stripe_webhook_receiver):
     client = stripe_sandbox.client()
-    webhook_endpoint(client, stripe_webhook_receiver, ["account.updated"])
+    webhook_endpoint(client, stripe_webhook_receiver, ["account.updated"], connect=True)
     account = new_express_account(client)
     link = client.v1.account_links.create(params={
         "account": account.id, "type": "account_onboarding",
@@ -83,11 +84,13 @@ def test_account_link_onboarding_page_enables_the_account_and_returns(stripe_san
     enabled = client.v1.accounts.retrieve(account.id)
     assert (enabled.details_submitted, enabled.charges_enabled, enabled.payouts_enabled) == (True, True, True)
     assert enabled.capabilities.transfers == "active" and enabled.requirements.currently_due == []
-    assert event_types(client, type="account.updated") == ["account.updated"]
-    (event,) = client.v1.events.list(params={"type": "account.updated"}).data
+    assert event_types(client, type="account.updated") == []  # a Connect event: not in the platform's list
+    (event,) = client.v1.events.list(params={"type": "account.updated"},
+                                     options={"stripe_account": account.id}).data
     assert event.data.previous_attributes.payouts_enabled is False
     stripe_webhook_receiver.wait_for(1)
-    assert [event["type"] for event in stripe_webhook_receiver.events()] == ["account.updated"]
+    assert [(event["type"], event["account"]) for event in stripe_webhook_receiver.events()] == [
+        ("account.updated", account.id)]
     # Single use, as at Stripe: the used link sends the partner to refresh_url for a new one.
     assert no_redirect_post(link.url) == (303, "https://portal.example/office/partners/3/onboarding")
 
@@ -152,3 +155,28 @@ def test_transfer_to_unknown_account_is_refused(stripe_sandbox):
         stripe_sandbox.client().v1.transfers.create(params={"destination": "acct_nope", "amount": 1,
                                                             "currency": "usd"})
     assert refused.value.param == "destination"
+
+
+def test_connected_account_events_go_to_connect_endpoints_only(stripe_sandbox, stripe_webhook_receiver):
+    """As at Stripe: an account endpoint hears the platform's own events, a Connect endpoint those of
+    connected accounts (with `account` set), whatever their enabled_events say."""
+    client = stripe_sandbox.client()
+    account_endpoint = webhook_endpoint(client, stripe_webhook_receiver, ["*"])
+    connect_endpoint = webhook_endpoint(client, stripe_webhook_receiver, ["*"], connect=True)
+    account = new_express_account(client)
+    stripe_sandbox.control("POST", f"accounts/{account.id}/onboard")
+    client.v1.customers.create(params={"email": "ap@example.com"})
+    assert stripe_sandbox.drain()
+
+    heard = {}
+    for delivery in stripe_webhook_receiver.deliveries:
+        event = json.loads(delivery["body"])
+        for secret, endpoint in ((account_endpoint.secret, "account"), (connect_endpoint.secret, "connect")):
+            try:
+                stripe.Webhook.construct_event(delivery["body"], delivery["headers"]["stripe-signature"], secret)
+            except stripe.SignatureVerificationError:
+                continue
+            heard.setdefault(endpoint, []).append((event["type"], event.get("account")))
+    assert ("customer.created", None) in heard["account"]
+    assert all(account_id is None for _, account_id in heard["account"])
+    assert heard["connect"] == [("account.updated", account.id)]
