@@ -12,7 +12,7 @@ from portal.dashboard.services import (Period, Scope, billing_lags, business_tod
                                        ordered_percentile, period_for, seconds_between)
 from portal.billing.models import BillingRecord
 from portal.extensions import db as _db
-from portal.jobs.models import Job
+from portal.jobs.models import Job, JobLineItem
 from tests import factories
 from tests.dashboard_book import at, billed_job
 
@@ -284,6 +284,13 @@ def test_seed_demo_adds_a_large_book_in_bulk(app, db):
     assert book["invoiced"][0] > 200 and book["paid"][0] > 100
     assert book["paid"][1]["usd"] == _db.session.scalar(
         select(_db.func.sum(BillingRecord.amount_paid)).where(BillingRecord.paid_at.is_not(None)))
+    # The bulk rows keep what the ORM's listeners keep for the others: each job's lines total, and each
+    # record's copy of its job's completion time.
+    lines = select(_db.func.coalesce(_db.func.sum(JobLineItem.amount + JobLineItem.tax_amount), 0)).where(
+        JobLineItem.job_id == Job.id).scalar_subquery()
+    assert _db.session.scalar(select(_db.func.count()).select_from(Job).where(Job.lines_total != lines)) == 0
+    assert _db.session.scalar(select(_db.func.count()).select_from(BillingRecord).join(Job).where(
+        BillingRecord.work_completed_at.is_distinct_from(Job.completed_at))) == 0
 
 
 def test_sqlite_gets_the_same_figures_without_percentile_cont(embedded_sqlite):
