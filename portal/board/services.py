@@ -59,8 +59,7 @@ class GroupView:
 @dataclass(frozen=True)
 class Card:
     job: Job
-    total: int
-    due_at: object
+    due_at: object  # the live bill's due date
 
 
 def board_version():
@@ -172,7 +171,7 @@ def board(now=None):
         )
     )
     for job, group, due_at in db.session.execute(cards):
-        views[group].cards.append(Card(job, job.lines_total, due_at))
+        views[group].cards.append(Card(job, due_at))
     return [views[group.key] for group in GROUPS]
 
 
