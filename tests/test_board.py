@@ -371,7 +371,8 @@ def test_job_page_shows_the_payment_timeline_in_order(office_client, db):
     timeline = page[start:page.index("</section>", start)]
     assert "Customer asked for a receipt" not in timeline  # notes are not payments
     assert "job.created" not in timeline
-    triggered = timeline.index("billing.triggered")
+    assert "<strong>Billing started</strong>" in timeline  # said as the office says it, not as code
+    triggered = timeline.index('data-action="billing.triggered"')
     pending = timeline.index("→ <strong>pending</strong>")
     paid = timeline.index("→ <strong>paid</strong>")
     assert triggered < paid and pending < paid

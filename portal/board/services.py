@@ -186,6 +186,52 @@ SOURCE_LABELS = {
 }
 
 
+# What the timeline says for an entry that is not a status change; an action not listed shows as it is.
+ACTION_LABELS = {
+    "billing.triggered": "Billing started",
+    "billing.record_opened": "Bill opened",
+    "billing.proof_rendered": "Proof-of-work PDF made",
+    "billing.stripe_invoice_created": "Stripe invoice created",
+    "billing.stripe_payment_link_created": "Stripe payment link created",
+    "billing.draft_approved": "Draft approved",
+    "billing.failed": "Billing failed",
+    "billing.retry_requested": "Billing retried",
+    "billing.batch_opened": "Added to a batch invoice",
+    "billing.batch_failed": "Batch invoice failed",
+    "billing.record_closed": "Bill closed",
+    "billing.rebill_requested": "Re-bill requested",
+    "billing.trigger_cancelled": "Billing cancelled",
+    "billing.no_charge": "No charge",
+    "billing.paid_offline": "Marked paid offline",
+    "billing.dispute_won": "Dispute won: the payment stands",
+    "billing.dispute_lost": "Dispute lost: the money went back",
+    "email.sent": "Bill emailed",
+    "email.resent": "Bill emailed again",
+    "email.resend_requested": "Resend requested",
+    "email.failed": "Email failed",
+    "email.skipped": "Email skipped",
+    "payments.event_ignored": "Stripe event ignored",
+    "payments.event_ignored_by_person": "Stripe event ignored by the office",
+    "payments.event_retry": "Stripe event retried",
+    "referrals.fee_accrued": "Referral fee earned",
+    "referrals.fee_not_earned": "No referral fee",
+    "referrals.dispute_noted": "Dispute noted on the referral fee",
+    "referrals.payout_held": "Referral fee held",
+    "referrals.payout_released": "Referral fee released",
+    "referrals.payout_transferred": "Referral fee transferred",
+    "referrals.payout_failed": "Referral fee transfer failed",
+    "referrals.payout_reduced": "Referral fee reduced",
+    "referrals.payout_cancelled": "Referral fee cancelled",
+    "referrals.transfer_reversed": "Referral transfer reversed",
+    "referrals.payout_reversed": "Referral fee reversed",
+}
+
+
+def action_label(entry):
+    """What happened, as the office says it."""
+    return ACTION_LABELS.get(entry.action, entry.action)
+
+
 def payment_timeline(trail):
     """The billing and payment entries of a job's audit trail (oldest first), for its payment timeline."""
     return [

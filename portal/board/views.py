@@ -4,7 +4,7 @@ from flask import Blueprint, abort, render_template, request
 from portal.auth.models import STAFF_ROLES
 from portal.auth.services import roles_required
 from portal.board.fast_poll import UNRESOLVED, fresh_board_version, poll_version, poller_role
-from portal.board.services import board, payment_timeline, source_label
+from portal.board.services import action_label, board, payment_timeline, source_label
 from portal.extensions import login_manager
 from portal.timeutil import format_business_time
 
@@ -46,6 +46,11 @@ def payment_timeline_filter(trail):
 @bp.app_template_filter("audit_source")
 def audit_source_filter(entry):
     return source_label(entry)
+
+
+@bp.app_template_filter("audit_action")
+def audit_action_filter(entry):
+    return action_label(entry)
 
 
 @bp.get("")
