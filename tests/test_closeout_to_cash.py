@@ -9,16 +9,10 @@ from portal.billing.models import BillingRecord, BillingStatus, BillingTrigger, 
 from portal.extensions import db
 from portal.jobs.models import Job
 from tests import factories
+from tests.fixtures.billing import completed_by_crew
 
 LINES = [("Labor", "2.5", 8500), ("Faucet cartridge", "3", 3333), ("Disposal fee", "1.333", 1000)]
 TOTAL = 21250 + 9999 + 1333
-
-
-def completed_by_crew(login, crew, client_row, items=LINES):
-    job = factories.job(client_row, crew=[crew], items=items)
-    response = login(crew).post_form(f"/crew/jobs/{job.id}/complete")
-    assert response.status_code == 303
-    return job.id
 
 
 def job_status(job_id):
@@ -44,7 +38,7 @@ def bill_email_parts(message):
 def test_invoice_auto_send_bills_once_and_emails_the_pdf_and_pay_link(billing_stack, login, crew):
     client_row = factories.client(billing_mode="invoice", send_mode="auto", days_until_due=14,
                                   billing_emails=["ap@acme.test", "pm@acme.test"])
-    job_id = completed_by_crew(login, crew, client_row)
+    job_id = completed_by_crew(login, crew, client_row, LINES)
 
     billing_stack.wait_for(lambda: job_status(job_id) == BillingStatus.SENT and billing_stack.smtp.messages,
                            message="the invoice to be sent and emailed")
@@ -78,7 +72,7 @@ def test_invoice_auto_send_bills_once_and_emails_the_pdf_and_pay_link(billing_st
 
 def test_draft_policy_waits_for_approval_then_sends(billing_stack, login, crew, office):
     client_row = factories.client(billing_mode="invoice", send_mode="draft")
-    job_id = completed_by_crew(login, crew, client_row)
+    job_id = completed_by_crew(login, crew, client_row, LINES)
     billing_stack.wait_for(lambda: job_status(job_id) == BillingStatus.DRAFT, message="a draft invoice")
     (invoice,) = stripe_objects(billing_stack, "invoice")
     assert invoice["status"] == "draft" and invoice["total"] == TOTAL
@@ -97,7 +91,7 @@ def test_draft_policy_waits_for_approval_then_sends(billing_stack, login, crew, 
 def test_payment_link_mode_with_25_items_keeps_the_total_exact(billing_stack, login, crew):
     client_row = factories.client(billing_mode="payment_link", send_mode="auto")
     items = [(f"Part {n}", "1.5", 1001 + n) for n in range(25)]
-    job_id = completed_by_crew(login, crew, client_row, items=items)
+    job_id = completed_by_crew(login, crew, client_row, items)
     billing_stack.wait_for(lambda: job_status(job_id) == BillingStatus.SENT and billing_stack.smtp.messages,
                            message="the payment link email")
     job = db.session.get(Job, job_id)
@@ -113,7 +107,7 @@ def test_payment_link_mode_with_25_items_keeps_the_total_exact(billing_stack, lo
 
 def test_no_charge_job_bills_nothing(billing_stack, login, crew):
     client_row = factories.client(allow_no_charge=True)
-    job_id = completed_by_crew(login, crew, client_row, items=[])
+    job_id = completed_by_crew(login, crew, client_row, [])
     assert job_status(job_id) == BillingStatus.NO_CHARGE
     assert db.session.query(BillingTrigger).count() == 0
     assert stripe_objects(billing_stack, "invoice") == [] and billing_stack.smtp.messages == []
@@ -127,7 +121,7 @@ def test_a_stripe_fault_on_any_step_still_gives_one_invoice_and_one_email(billin
         fault["hang_seconds"] = 5  # past the SDK's 3 s timeout: the client gives up, Stripe still did the work
     billing_stack.sandbox.control("POST", "faults", fault)
     client_row = factories.client(billing_mode="invoice", send_mode="auto")
-    job_id = completed_by_crew(login, crew, client_row)
+    job_id = completed_by_crew(login, crew, client_row, LINES)
     billing_stack.wait_for(lambda: trigger_done(job_id) and billing_stack.smtp.messages,
                            timeout=60, message=f"billing after a {mode} on {path}")
     assert job_status(job_id) == BillingStatus.SENT
@@ -150,7 +144,7 @@ def test_policy_matrix(billing_stack, login, crew, office, billing_mode, send_mo
     from portal.timeutil import utcnow
 
     client_row = factories.client(billing_mode=billing_mode, send_mode=send_mode, batching=batching)
-    job_ids = [completed_by_crew(login, crew, client_row, items=LINES[:2]) for _ in range(2)]
+    job_ids = [completed_by_crew(login, crew, client_row, LINES[:2]) for _ in range(2)]
     billing_stack.wait_for(lambda: all(trigger_done(job_id) for job_id in job_ids), message="both triggers")
 
     if batching == "weekly":

@@ -13,7 +13,7 @@ import pytest
 from portal.audit.models import AuditEntry
 from portal.billing import pipeline
 from portal.billing.models import (BillingBatch, BillingRecord, BillingStatus, BillingTrigger, CustomerEmail,
-                                   EmailKind, RecordKind, TriggerStatus)
+                                   EmailKind, TriggerStatus)
 from portal.billing.services import PROCESS_BATCH, PROCESS_TRIGGER, RESEND_BILL_EMAIL, SEND_BILL_EMAIL, bill_now
 from portal.billing.stripe_gateway import StripeRefused
 from portal.extensions import db as _db
@@ -58,11 +58,7 @@ def billed_job(client_row, items=(("Labor", "2", 8500),)):
     """A completed job billed at the sandbox by the pipeline's steps: a draft, a sent invoice, or a link."""
     job = completed_job(client_row, items)
     trigger = job.billing_triggers[-1]
-    billing_record = pipeline.open_record(trigger)
-    if billing_record.kind == RecordKind.INVOICE:
-        pipeline.bill_by_invoice(pipeline.InvoiceIntent.for_record(billing_record))
-    else:
-        pipeline.bill_by_payment_link(billing_record)
+    pipeline.bill(pipeline.open_record(trigger))
     pipeline.finish(trigger)
     get_queue().empty()  # the completion's own task; the worker is not under test here
     return job

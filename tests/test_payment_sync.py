@@ -5,25 +5,12 @@ from portal.audit.models import AuditEntry, Source
 from portal.billing.models import BillingStatus
 from portal.extensions import db
 from portal.jobs.models import Job
-from portal.payments.handlers import HANDLED_EVENTS
 from portal.payments.models import EventStatus, WebhookEvent
 from tests import factories
 from tests.fixtures.worker import deliver_concurrently
 
 LINES = [("Labor", "2", 8500), ("Valve", "1", 1999)]
 TOTAL = 2 * 8500 + 1999
-
-
-@pytest.fixture
-def synced(billing_stack, live_server):
-    """The billing stack with the sandbox delivering Closeout's events to the live app."""
-    endpoint = billing_stack.sandbox.client().v1.webhook_endpoints.create(
-        params={"url": live_server.url + "/webhooks/stripe", "enabled_events": list(HANDLED_EVENTS)})
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
-    billing_stack.endpoint_id = endpoint.id
-    billing_stack.live_url = live_server.url
-    yield billing_stack
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = None
 
 
 def billed_job(stack, login, crew, **policy):

@@ -20,10 +20,11 @@ from portal.billing.models import BillingRecord, BillingStatus, BillingTrigger, 
 from portal.billing.services import sweep
 from portal.extensions import db
 from portal.jobs.models import Job, WorkStatus
-from portal.payments.handlers import HANDLED_EVENTS
 from portal.payments.models import EventStatus, WebhookEvent
 from portal.referrals.models import Payout, PayoutStatus
 from tests import factories
+from tests.fixtures.billing import completed_by_crew
+from tests.fixtures.referrals import ready_partner
 from tests.fixtures.worker import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
@@ -38,14 +39,6 @@ LEASE_SECONDS = 2
 
 def stripe_objects(stack, kind):
     return stack.sandbox.control("GET", f"objects/{kind}")["data"]
-
-
-def complete_by_crew(login, crew, client_row, items=LINES):
-    """The crew taps Complete on a job of this client; returns the job's id."""
-    job = factories.job(client_row, crew=[crew], items=items)
-    response = login(crew).post_form(f"/crew/jobs/{job.id}/complete")
-    assert response.status_code == 303
-    return job.id
 
 
 def the_trigger(job_id):
@@ -110,7 +103,7 @@ def test_a_worker_killed_inside_the_invoice_call_bills_once_after_restart_and_sw
     stack.sandbox.control("POST", "faults", {"method": "POST", "path_regex": path, "mode": "hang",
                                              "hang_seconds": 2, "count": 1})
     client_row = factories.client(billing_mode="invoice", send_mode="auto")
-    job_id = complete_by_crew(login, crew, client_row)
+    job_id = completed_by_crew(login, crew, client_row, LINES)
     wait_for(hanging_request_arrived(stack), timeout=30, message=f"the worker inside the invoice {step} call")
 
     kill_worker(stack)
@@ -248,16 +241,6 @@ def test_redis_down_during_a_closeout_completes_the_job_and_bills_it_once_redis_
 
 # --- PostgreSQL connection dropped --------------------------------------------------------------------------
 
-@pytest.fixture
-def synced(billing_stack, live_server):
-    """The billing stack with the sandbox delivering Closeout's events to the live app."""
-    endpoint = billing_stack.sandbox.client().v1.webhook_endpoints.create(
-        params={"url": live_server.url + "/webhooks/stripe", "enabled_events": list(HANDLED_EVENTS)})
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = endpoint.secret
-    billing_stack.endpoint_id = endpoint.id
-    yield billing_stack
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = None
-
 
 def all_events_settled(stack):
     """Every delivery made, and every stored event processed (or ignored)."""
@@ -289,7 +272,7 @@ def test_a_dropped_database_connection_mid_event_is_retried_not_lost(synced, log
     """pg_terminate_backend on the worker's connection while it holds an event's row lock and waits on Stripe."""
     stack = synced
     client_row = factories.client(billing_mode="invoice", send_mode="auto")
-    job_id = complete_by_crew(login, crew, client_row)
+    job_id = completed_by_crew(login, crew, client_row, LINES)
     stack.wait_for(billed_and_emailed(stack, job_id), message="the invoice sent")
     charge_id = pay_invoice(stack, job_id)
     stack.wait_for(lambda: job_status(job_id) == BillingStatus.PAID, message="the payment synced")
@@ -336,27 +319,10 @@ FAULTS = {
 }
 
 
-def ready_partner(stack):
-    """A partner earning 10 % whose Express account finished onboarding in the sandbox."""
-    from portal.audit.services import Actor
-    from portal.referrals.models import AccountStatus
-    from portal.referrals.settlement import refresh_account, start_onboarding
-    from tests.fixtures.referrals import partner_row
-
-    office = Actor.system("tests")
-    partner = partner_row()
-    start_onboarding(partner, by=office)
-    stack.sandbox.control("POST", f"accounts/{partner.stripe_account_id}/onboard")
-    refresh_account(partner, by=office)
-    db.session.commit()
-    assert partner.account_status == AccountStatus.READY
-    return partner
-
-
 @pytest.fixture
 def referred(synced):
     """The synced stack, with a ready partner."""
-    synced.partner = ready_partner(synced)
+    synced.partner = ready_partner(synced.sandbox)
     return synced
 
 
@@ -387,7 +353,7 @@ def test_a_stripe_fault_on_any_step_still_bills_emails_and_pays_the_partner_once
     stack.sandbox.control("POST", "faults", {"method": "POST", "path_regex": path, "count": 1, **FAULTS[fault]})
     client_row = factories.client(billing_mode=billing_mode, send_mode="auto")
     referral_row(stack.partner, client=client_row)
-    job_id = complete_by_crew(login, crew, client_row)
+    job_id = completed_by_crew(login, crew, client_row, LINES)
     stack.wait_for(billed_and_emailed(stack, job_id), timeout=45, message=f"billing after a {fault} on {step}")
     pay_bill(stack, job_id)
     stack.wait_for(payout_paid(job_id), timeout=45, message=f"the partner's transfer after a {fault} on {step}")

@@ -6,7 +6,6 @@ from portal.billing.models import BillingStatus
 from portal.extensions import db
 from portal.payments.handlers import HANDLED_EVENTS
 from portal.payments.models import WebhookEvent
-from tests.test_payment_sync import synced  # noqa: F401  (fixture)
 from tests.test_payment_sync import TOTAL, billed_job, invoice_id_of, live_record, settle_all, status_of
 
 
@@ -99,6 +98,7 @@ def test_reconcile_reads_partner_accounts_whose_connect_event_was_missed(synced,
     from portal.referrals.settlement import start_onboarding
     from tests.fixtures.referrals import partner_row
 
+    synced.sandbox.control("POST", f"webhook_endpoints/{synced.connect_endpoint_id}/chaos", {"drop": True})
     partner = partner_row(name="Quiet Partner")
     start_onboarding(partner, by=Actor.system("tests"))
     db.session.commit()

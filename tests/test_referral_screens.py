@@ -1,7 +1,5 @@
 """Office referral screens (issue 6): partner setup, attribution on the client and job pages, the payouts ledger."""
 import re
-import urllib.error
-import urllib.request
 from datetime import date, datetime, timezone
 
 import pytest
@@ -16,6 +14,7 @@ from portal.referrals.models import (AccountStatus, DisputePolicy, FeeBase, FeeK
 from portal.referrals.services import LedgerFilters, ledger_totals
 from tests import factories
 from tests.conftest import PASSWORD
+from tests.fixtures.stripe_sandbox import no_redirect_post
 
 
 def partner_form(**overrides):
@@ -376,16 +375,9 @@ def test_onboarding_sends_the_office_to_stripe_and_the_return_page_reads_the_acc
     assert "Continue onboarding" in text_of(browser.get(f"/office/partners/{partner.id}"))
 
     # The partner completes Stripe's onboarding, and Stripe sends the browser back to the partner page.
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
-    with pytest.raises(urllib.error.HTTPError) as redirect:
-        opener.open(urllib.request.Request(onboarding_url, data=b"", method="POST"), timeout=30)
-    redirect.value.close()
-    assert redirect.value.code in (302, 303)
-    assert redirect.value.headers["Location"] == f"http://portal.test/office/partners/{partner.id}"
+    status, location = no_redirect_post(onboarding_url)
+    assert status in (302, 303)
+    assert location == f"http://portal.test/office/partners/{partner.id}"
 
     page = text_of(browser.get(f"/office/partners/{partner.id}"))
     assert "Ready for payouts" in page
@@ -429,15 +421,8 @@ def test_a_partner_sets_up_payouts_from_the_portal_and_lands_back_on_it(db, logi
     onboarding_url = response.headers["Location"]
     assert onboarding_url.startswith(sandbox_stripe.url)
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
-    with pytest.raises(urllib.error.HTTPError) as redirect:
-        opener.open(urllib.request.Request(onboarding_url, data=b"", method="POST"), timeout=30)
-    redirect.value.close()
-    assert redirect.value.headers["Location"] == "http://portal.test/partner"  # back to the portal, not the office
+    _, location = no_redirect_post(onboarding_url)
+    assert location == "http://portal.test/partner"  # back to the portal, not the office
 
     page = text_of(browser.get("/partner"))
     assert "Set up payouts" not in page and "Continue payout setup" not in page

@@ -4,8 +4,6 @@ The end-to-end tests check the sandbox's own transfers and reversals, not just o
 """
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -16,48 +14,22 @@ from portal.audit.services import Actor
 from portal.billing.models import BillingStatus
 from portal.extensions import db
 from portal.jobs.models import Job
-from portal.payments.handlers import ACCOUNT_EVENTS, CONNECT_EVENTS
 from portal.payments.models import EventStatus, WebhookEvent
 from portal.referrals.models import (AccountStatus, DisputePolicy, EntryKind, Partner, Payout, PayoutEntry,
                                      PayoutStatus)
-from portal.referrals.settlement import (on_refund, refresh_account, release_due_payouts, retry_payout,
-                                         settle_referral_fee, start_onboarding)
+from portal.referrals.settlement import (on_refund, release_due_payouts, retry_payout, settle_referral_fee,
+                                         start_onboarding)
 from portal.timeutil import utcnow
 from tests import factories
 from tests.fixtures.billing import billed_record
-from tests.fixtures.referrals import partner_row, referral_row
+from tests.fixtures.referrals import partner_row, ready_partner, referral_row
+from tests.fixtures.stripe_sandbox import no_redirect_post
 from tests.fixtures.worker import deliver_concurrently
 
 LINES = [("Labor", "2", 8500), ("Valve", "1", 1999)]
 TOTAL = 2 * 8500 + 1999  # no sales tax in tests: subtotal = total = 18999
 FEE = 1900  # 10 % of 18999 = 1899.9, half up
 OFFICE = Actor.system("tests")
-
-
-@pytest.fixture
-def synced(billing_stack, live_server):
-    """The billing stack with the sandbox delivering Closeout's events to the live app, through the two endpoints
-    `flask stripe setup` registers: the account's events, and the partners' connected accounts' (Connect)."""
-    url = live_server.url + "/webhooks/stripe"
-    endpoints = billing_stack.sandbox.client().v1.webhook_endpoints
-    endpoint = endpoints.create(params={"url": url, "enabled_events": list(ACCOUNT_EVENTS)})
-    connect = endpoints.create(params={"url": url, "enabled_events": list(CONNECT_EVENTS), "connect": True})
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = f"{endpoint.secret},{connect.secret}"
-    billing_stack.endpoint_id = endpoint.id
-    billing_stack.live_url = live_server.url
-    yield billing_stack
-    billing_stack.app.config["STRIPE_WEBHOOK_SECRET"] = None
-
-
-def ready_partner(stack, **fields):
-    """A partner whose Express account finished onboarding in the sandbox (READY)."""
-    partner = partner_row(**fields)
-    start_onboarding(partner, by=OFFICE)
-    stack.sandbox.control("POST", f"accounts/{partner.stripe_account_id}/onboard")
-    refresh_account(partner, by=OFFICE)
-    db.session.commit()
-    assert partner.account_status == AccountStatus.READY
-    return partner
 
 
 def billed_job(stack, login, crew, partner, billing_mode="invoice"):
@@ -118,7 +90,7 @@ def settle_all(stack):
 
 
 def test_a_paid_invoice_makes_exactly_one_transfer_even_with_ten_concurrent_deliveries(synced, login, crew):
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     synced.sandbox.control("POST", f"webhook_endpoints/{synced.endpoint_id}/chaos", {"drop_types": ["invoice.paid"]})
     charge_id = pay(synced, job_id)
@@ -145,7 +117,7 @@ def test_a_paid_invoice_makes_exactly_one_transfer_even_with_ten_concurrent_deli
 
 
 def test_a_payment_link_payment_transfers_from_its_charge(synced, login, crew):
-    partner = ready_partner(synced, basis_points=250)
+    partner = ready_partner(synced.sandbox, basis_points=250)
     job_id = billed_job(synced, login, crew, partner, billing_mode="payment_link")
     charge_id = pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.PAID), message="the payout transferred")
@@ -190,7 +162,7 @@ def test_ten_concurrent_settlements_of_one_payment_make_one_payout_row(app):
 
 
 def test_transfer_failures_are_retried_with_backoff_then_succeed(synced, login, crew):
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     synced.sandbox.control("POST", "faults", {"method": "POST", "path": "/v1/transfers", "mode": "500", "count": 2})
     pay(synced, job_id)
@@ -203,7 +175,7 @@ def test_transfer_failures_are_retried_with_backoff_then_succeed(synced, login, 
 
 def test_balance_insufficient_is_retried_until_funds_arrive(synced, login, crew):
     """Paid out of band there is no charge to fund the transfer: it waits on the platform balance."""
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     synced.sandbox.client().v1.invoices.pay(live_record(job_id).stripe_invoice_id, params={"paid_out_of_band": True})
     synced.wait_for(lambda: (p := payout_of(job_id)) is not None and entries(p, EntryKind.TRANSFER_FAILED),
@@ -217,7 +189,7 @@ def test_balance_insufficient_is_retried_until_funds_arrive(synced, login, crew)
 
 def test_a_transfer_that_timed_out_but_happened_is_not_made_twice(synced, login, crew):
     """The SDK gives up after 3 s while Stripe still makes the transfer: the retry's key replays it."""
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     synced.sandbox.control("POST", "faults", {"method": "POST", "path": "/v1/transfers", "mode": "hang",
                                               "hang_seconds": 5, "count": 1})
@@ -230,7 +202,7 @@ def test_a_transfer_that_timed_out_but_happened_is_not_made_twice(synced, login,
 
 
 def test_a_partial_refund_before_the_transfer_sends_a_smaller_fee(synced, login, crew):
-    partner = ready_partner(synced, hold_days=1)
+    partner = ready_partner(synced.sandbox, hold_days=1)
     job_id = billed_job(synced, login, crew, partner)
     charge_id = pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.HELD), message="held")
@@ -244,7 +216,7 @@ def test_a_partial_refund_before_the_transfer_sends_a_smaller_fee(synced, login,
 
 
 def test_after_the_last_attempt_the_payout_fails_and_retry_makes_one_transfer(synced, login, crew):
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     synced.sandbox.control("POST", "faults", {"method": "POST", "path": "/v1/transfers", "mode": "500", "count": 50})
     pay(synced, job_id)
@@ -265,7 +237,7 @@ def test_after_the_last_attempt_the_payout_fails_and_retry_makes_one_transfer(sy
 
 def test_a_transfer_stripe_made_but_we_never_saved_is_found_not_repeated(synced, login, crew):
     """A timeout after Stripe created the transfer (or a crash): the retry finds it by group and metadata."""
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     synced.sandbox.control("POST", "faults", {"method": "POST", "path": "/v1/transfers", "mode": "500", "count": 50})
     charge_id = pay(synced, job_id)
@@ -284,7 +256,7 @@ def test_a_transfer_stripe_made_but_we_never_saved_is_found_not_repeated(synced,
 
 
 def test_a_hold_period_holds_then_the_release_run_transfers(synced, login, crew):
-    partner = ready_partner(synced, hold_days=3)
+    partner = ready_partner(synced.sandbox, hold_days=3)
     job_id = billed_job(synced, login, crew, partner)
     pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.HELD), message="the payout held")
@@ -314,17 +286,7 @@ def test_a_partner_without_an_account_waits_then_onboarding_sends_the_payout(syn
     partner = db.session.get(Partner, partner.id)
     assert partner.account_status == AccountStatus.ONBOARDING and url.startswith(synced.sandbox.url)
     # The partner presses "Complete onboarding"; Stripe sends them back to the office's partner page.
-    request = urllib.request.Request(url, data=b"", method="POST")
-
-    class NoFollow(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    with pytest.raises(urllib.error.HTTPError) as answer:
-        urllib.request.build_opener(urllib.request.ProxyHandler({}), NoFollow).open(request, timeout=10)
-    with answer.value as redirect:
-        assert redirect.code == 303
-        assert redirect.headers["Location"] == f"http://portal.test/office/partners/{partner.id}"
+    assert no_redirect_post(url) == (303, f"http://portal.test/office/partners/{partner.id}")
 
     # account.updated reaches the worker: the partner is ready and the waiting payout goes out.
     synced.wait_for(status_is(job_id, PayoutStatus.PAID), message="the payout sent after onboarding")
@@ -334,7 +296,7 @@ def test_a_partner_without_an_account_waits_then_onboarding_sends_the_payout(syn
 
 
 def test_partial_then_full_refund_reverse_the_transfer_in_proportion(synced, login, crew):
-    partner = ready_partner(synced)
+    partner = ready_partner(synced.sandbox)
     job_id = billed_job(synced, login, crew, partner)
     charge_id = pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.PAID), message="transferred")
@@ -360,7 +322,7 @@ def test_partial_then_full_refund_reverse_the_transfer_in_proportion(synced, log
 
 
 def test_a_full_refund_before_the_transfer_cancels_the_payout(synced, login, crew):
-    partner = ready_partner(synced, hold_days=7)
+    partner = ready_partner(synced.sandbox, hold_days=7)
     job_id = billed_job(synced, login, crew, partner)
     charge_id = pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.HELD), message="held")
@@ -372,7 +334,7 @@ def test_a_full_refund_before_the_transfer_cancels_the_payout(synced, login, cre
 
 
 def test_a_dispute_with_the_reverse_policy_reverses_a_paid_transfer(synced, login, crew):
-    partner = ready_partner(synced, dispute_policy=DisputePolicy.REVERSE)
+    partner = ready_partner(synced.sandbox, dispute_policy=DisputePolicy.REVERSE)
     job_id = billed_job(synced, login, crew, partner)
     charge_id = pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.PAID), message="transferred")
@@ -382,7 +344,7 @@ def test_a_dispute_with_the_reverse_policy_reverses_a_paid_transfer(synced, logi
 
 
 def test_a_dispute_with_the_hold_policy_keeps_a_held_payout_and_leaves_a_paid_one(synced, login, crew):
-    held_partner = ready_partner(synced, name="Holding Partner", hold_days=2)
+    held_partner = ready_partner(synced.sandbox, name="Holding Partner", hold_days=2)
     held_job = billed_job(synced, login, crew, held_partner)
     held_charge = pay(synced, held_job)
     synced.wait_for(status_is(held_job, PayoutStatus.HELD), message="held")
@@ -392,7 +354,7 @@ def test_a_dispute_with_the_hold_policy_keeps_a_held_payout_and_leaves_a_paid_on
     assert release_due_payouts(now=utcnow() + timedelta(days=3)) == []
     assert payout_of(held_job).status == PayoutStatus.HELD and transfers(synced) == []
 
-    paid_partner = ready_partner(synced, name="Paid Partner")
+    paid_partner = ready_partner(synced.sandbox, name="Paid Partner")
     paid_job = billed_job(synced, login, crew, paid_partner)
     paid_charge = pay(synced, paid_job)
     synced.wait_for(status_is(paid_job, PayoutStatus.PAID), message="transferred")
@@ -414,7 +376,7 @@ def dispute_then_decide(stack, job_id, charge_id, outcome):
 
 
 def test_a_won_dispute_pays_the_job_again_and_lets_the_held_fee_go(synced, login, crew):
-    partner = ready_partner(synced, hold_days=2)
+    partner = ready_partner(synced.sandbox, hold_days=2)
     job_id = billed_job(synced, login, crew, partner)
     charge_id = pay(synced, job_id)
     synced.wait_for(status_is(job_id, PayoutStatus.HELD), message="held for the hold period")
@@ -431,14 +393,14 @@ def test_a_won_dispute_pays_the_job_again_and_lets_the_held_fee_go(synced, login
 
 
 def test_a_lost_dispute_takes_the_fee_back_before_or_after_its_transfer(synced, login, crew):
-    held_partner = ready_partner(synced, name="Holding Partner", hold_days=2)
+    held_partner = ready_partner(synced.sandbox, name="Holding Partner", hold_days=2)
     held_job = billed_job(synced, login, crew, held_partner)
     held_charge = pay(synced, held_job)
     synced.wait_for(status_is(held_job, PayoutStatus.HELD), message="held")
     dispute_then_decide(synced, held_job, held_charge, "lost")
     assert payout_of(held_job).status == PayoutStatus.CANCELLED and transfers(synced) == []
 
-    paid_partner = ready_partner(synced, name="Paid Partner")
+    paid_partner = ready_partner(synced.sandbox, name="Paid Partner")
     paid_job = billed_job(synced, login, crew, paid_partner)
     paid_charge = pay(synced, paid_job)
     synced.wait_for(status_is(paid_job, PayoutStatus.PAID), message="transferred")

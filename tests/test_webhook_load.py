@@ -21,16 +21,15 @@ import pytest
 from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from sqlalchemy import func, select
 
-from portal.audit.services import Actor
 from portal.billing import pipeline
-from portal.billing.models import BillingRecord, BillingStatus as S, RecordKind
+from portal.billing.models import BillingRecord, BillingStatus as S
 from portal.extensions import db
 from portal.jobs.services import complete_job
 from portal.payments.models import EventStatus, WebhookEvent
 from portal.queue import get_queue
-from portal.referrals.models import AccountStatus, Payout, PayoutStatus
+from portal.referrals.models import Payout, PayoutStatus
 from tests import factories
-from tests.fixtures.referrals import partner_row, referral_row
+from tests.fixtures.referrals import ready_partner, referral_row
 from tests.fixtures.worker import REPO, WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
@@ -68,19 +67,6 @@ def load_stack(app, stripe_sandbox, smtp_server, live_server, tmp_path):
 
 # --- Real sandbox activity --------------------------------------------------------------------------------
 
-def ready_partner(sandbox):
-    from portal.referrals.settlement import refresh_account, start_onboarding
-
-    office = Actor.system("load test")
-    partner = partner_row()
-    start_onboarding(partner, by=office)
-    sandbox.control("POST", f"accounts/{partner.stripe_account_id}/onboard")
-    refresh_account(partner, by=office)
-    db.session.commit()
-    assert partner.account_status == AccountStatus.READY
-    return partner
-
-
 def bill(client_row):
     """Complete a job and bill it with the pipeline's own Stripe calls (no proof PDF or email: not under test)."""
     job = factories.job(client_row, items=LINES)
@@ -88,10 +74,7 @@ def bill(client_row):
     db.session.commit()
     trigger = job.billing_triggers[-1]
     billing_record = pipeline.open_record(trigger)
-    if billing_record.kind == RecordKind.INVOICE:
-        pipeline.bill_by_invoice(pipeline.InvoiceIntent.for_record(billing_record))
-    else:
-        pipeline.bill_by_payment_link(billing_record)
+    pipeline.bill(billing_record)
     pipeline.finish(trigger)
     assert billing_record.status == S.SENT
     return billing_record

@@ -65,10 +65,7 @@ def run(trigger):
         finish(trigger)  # the batch run bills it with its period's other jobs
         return None
     billing_record = open_record(trigger)
-    if billing_record.kind == RecordKind.INVOICE:
-        bill_by_invoice(InvoiceIntent.for_record(billing_record))
-    else:
-        bill_by_payment_link(billing_record)
+    bill(billing_record)
     from portal.billing.emails import COLLECTABLE, send_bill_email
 
     # Still owed (a resumed trigger may find it overdue, or a payment from Stripe's email failed): our bill goes out.
@@ -76,6 +73,14 @@ def run(trigger):
         send_bill_email(billing_record, by=WORKER)
     finish(trigger)
     return billing_record
+
+
+def bill(billing_record):
+    """Create (or find) the record's Stripe invoice or payment link, as the client's billing mode chose."""
+    if billing_record.kind == RecordKind.INVOICE:
+        bill_by_invoice(InvoiceIntent.for_record(billing_record))
+    else:
+        bill_by_payment_link(billing_record)
 
 
 def prepare_proof(trigger):

@@ -10,6 +10,7 @@ from portal.extensions import db
 from portal.jobs.models import Job
 from tests import factories
 from tests.fixtures.billing import billed_record
+from tests.fixtures.browser import watched_page
 
 pytestmark = pytest.mark.browser
 
@@ -19,15 +20,9 @@ PAID_WITHIN_MS = 5_000
 @pytest.fixture
 def tablet(browser, live_server):
     """A page in a fresh 1024×768 context on the live server; script errors collect in page.errors."""
-    context = browser.new_context(viewport={"width": 1024, "height": 768}, base_url=live_server.url)
-    context.set_default_timeout(15_000)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.on("console", lambda message: message.type == "error" and "favicon" not in (message.location or {}).get("url", "")
-            and page.errors.append(message.text))
+    page = watched_page(browser, live_server, viewport={"width": 1024, "height": 768})
     yield page
-    context.close()
+    page.context.close()
 
 
 def open_board(page, user):

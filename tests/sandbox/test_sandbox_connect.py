@@ -1,12 +1,11 @@
 """Connect: accounts, the platform balance, transfers and reversals."""
 
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 import stripe
 
+from tests.fixtures.stripe_sandbox import no_redirect_post
 from tests.sandbox.scenarios import event_types, http_get, paid_charge, webhook_endpoint
 
 
@@ -47,22 +46,6 @@ def test_a_transfer_to_an_account_not_onboarded_is_refused(stripe_sandbox):
         client.v1.transfers.create(params={"destination": account.id, "amount": 100, "currency": "usd"})
     assert refused.value.code == "insufficient_capabilities_for_transfer" and refused.value.param == "destination"
     assert client.v1.transfers.list().data == []
-
-
-def no_redirect_post(url):
-    """POST an empty form without following the redirect; returns (status, Location)."""
-    class Keep(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Keep)
-    request = urllib.request.Request(url, data=b"", method="POST")
-    try:
-        with opener.open(request, timeout=10) as response:
-            return response.status, response.headers.get("Location")
-    except urllib.error.HTTPError as answer:
-        with answer:
-            return answer.code, answer.headers.get("Location")
 
 
 def test_account_link_onboarding_page_enables_the_account_and_returns(stripe_sandbox, stripe_webhook_receiver):
